@@ -1,0 +1,36 @@
+# Every target installs what it needs first, so a fresh clone needs only Python 3.11+ and a JDK.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export PF_HOME ?= $(CURDIR)/.pf_home
+export DAGSTER_HOME ?= $(PF_HOME)/dagster
+# Spark workers must run the project's interpreter, or mapInPandas cannot import pyarrow.
+export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
+
+.PHONY: install demo test dev lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/pf-platform demo
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+dev: install
+	$(BIN)/pf-platform dev
+
+lint: install
+	$(BIN)/ruff check pf_platform pf_platform_tests
+	$(BIN)/ruff format --check pf_platform pf_platform_tests
+
+clean:
+	rm -rf $(VENV) .pf_home

@@ -1,0 +1,1 @@
+"""Label submissions in, validated and quarantined labels out."""

@@ -1,0 +1,166 @@
+"""The payout ledger (agents.transactions): one row per transfer intent, in a Delta table.
+
+The protocol that makes a payout exactly-once:
+
+1. An intent row (status ``pending``) is committed *before* its transfer is sent.
+2. Each outcome is recorded: ``succeeded`` with the API's tx_id, ``failed`` with the API's error
+   code when the API refused the item (the key was not consumed, so nothing moved), or
+   ``unknown`` when no answer came back (timeout, dropped connection, retries exhausted).
+3. A ``pending`` or ``unknown`` row is never re-sent blindly: the next run first looks its key up
+   on the API and only re-sends, with the same key, if the API has no transaction for it.
+
+A process killed at any point leaves at worst ``pending`` rows, which step 3 settles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError
+
+PENDING = "pending"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+UNKNOWN = "unknown"
+UNSETTLED = (PENDING, UNKNOWN)
+
+USDC_TYPE = pa.decimal128(38, 6)
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        ("idempotency_key", pa.string()),
+        ("payout_kind", pa.string()),
+        ("partition_date", pa.string()),
+        ("agent_id", pa.string()),
+        ("sequence", pa.int32()),
+        ("amount_usdc", USDC_TYPE),
+        ("memo", pa.string()),
+        ("status", pa.string()),
+        ("tx_id", pa.string()),
+        ("error", pa.string()),
+        ("attempts", pa.int32()),
+        ("run_id", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("updated_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One transfer intent and what became of it."""
+
+    idempotency_key: str
+    payout_kind: str
+    partition_date: str
+    agent_id: str
+    sequence: int
+    amount_usdc: Decimal
+    memo: str
+    status: str = PENDING
+    tx_id: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    run_id: str | None = None
+    created_at: datetime = field(default_factory=utc_now)
+    updated_at: datetime = field(default_factory=utc_now)
+
+    def settle(self, status: str, *, tx_id=None, error=None, sent=False, run_id=None) -> LedgerRow:
+        """This row with an outcome recorded."""
+        return replace(
+            self,
+            status=status,
+            tx_id=tx_id,
+            error=error,
+            attempts=self.attempts + (1 if sent else 0),
+            run_id=run_id or self.run_id,
+            updated_at=utc_now(),
+        )
+
+
+def to_arrow(rows: Iterable[LedgerRow]) -> pa.Table:
+    return pa.Table.from_pylist([asdict(row) for row in rows], schema=LEDGER_SCHEMA)
+
+
+class Ledger:
+    """The ledger table at one URI.
+
+    Args:
+        uri: the Delta table's location.
+        storage_options: object-store credentials and settings for a cloud URI.
+    """
+
+    def __init__(self, uri: str, storage_options: dict[str, str] | None = None):
+        self.uri = uri
+        self.storage_options = storage_options or None
+
+    def _table(self) -> DeltaTable | None:
+        try:
+            return DeltaTable(self.uri, storage_options=self.storage_options)
+        except TableNotFoundError:
+            return None
+
+    def read(self, partition_date: str, payout_kind: str | None = None) -> list[LedgerRow]:
+        """The rows of one partition, optionally of one payout kind."""
+        table = self._table()
+        if table is None:
+            return []
+        filters = [("partition_date", "=", partition_date)]
+        if payout_kind is not None:
+            filters.append(("payout_kind", "=", payout_kind))
+        return [LedgerRow(**row) for row in table.to_pyarrow_table(filters=filters).to_pylist()]
+
+    def write_intents(self, rows: list[LedgerRow]) -> None:
+        """Commits new intent rows; rows whose key is already recorded are left as they are."""
+        if rows:
+            self._merge(rows, update=False)
+
+    def record(self, rows: list[LedgerRow]) -> None:
+        """Commits outcomes over existing rows, matched on idempotency key."""
+        if rows:
+            self._merge(rows, update=True)
+
+    def _merge(self, rows: list[LedgerRow], *, update: bool) -> None:
+        source = to_arrow(rows)
+        table = self._table()
+        if table is None:
+            try:
+                write_deltalake(
+                    self.uri,
+                    source,
+                    mode="error",
+                    partition_by=["partition_date"],
+                    storage_options=self.storage_options,
+                )
+                return
+            except DeltaError:
+                # Another writer created the table between our look and our write: merge below.
+                table = self._table()
+                if table is None:
+                    raise
+        partitions = sorted({row.partition_date for row in rows})
+        in_partitions = ", ".join(f"'{value}'" for value in partitions)
+        merger = table.merge(
+            source,
+            predicate=(
+                f"t.partition_date in ({in_partitions}) "
+                "and t.idempotency_key = s.idempotency_key"
+            ),
+            source_alias="s",
+            target_alias="t",
+        )
+        if update:
+            columns = ("status", "tx_id", "error", "attempts", "run_id", "updated_at")
+            merger = merger.when_matched_update({name: f"s.{name}" for name in columns})
+        else:
+            merger = merger.when_not_matched_insert_all()
+        merger.execute()
