@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pf_platform.partitions import daily_partitions
-
 # Safe to retry: a re-run of the payout step looks up what it already sent before sending.
 PAYOUT_RETRY_POLICY = dg.RetryPolicy(
     max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
@@ -14,7 +12,6 @@ PAYOUT_RETRY_POLICY = dg.RetryPolicy(
 payout_job = dg.define_asset_job(
     "payout_job",
     selection=dg.AssetSelection.groups("labeling", "payouts"),
-    partitions_def=daily_partitions,
     op_retry_policy=PAYOUT_RETRY_POLICY,
     description="Ingest, validate and pay one day of label submissions.",
 )

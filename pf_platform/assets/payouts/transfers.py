@@ -112,7 +112,7 @@ def _settle(
                 intents,
                 batch_size=purple_flea.batch_size,
                 concurrency=purple_flea.concurrency,
-                run_id=context.run_id,
+                run_id=context.run.run_id,
                 on_settled=on_settled,
             )
 
@@ -141,6 +141,7 @@ def _metadata(report: SettlementReport, rows: list[LedgerRow], lake: LakeResourc
         "failed": report.count(FAILED),
         "unknown": sum(1 for row in report.rows if row.status in UNSETTLED),
         "usdc_paid_this_run": str(paid_this_run),
+        "agents_paid_this_run": len({r.agent_id for r in report.rows if r.status == SUCCEEDED}),
         "usdc_paid_for_day": str(sum(paid_by_agent.values(), Decimal(0))),
         "agents_paid_for_day": len(paid_by_agent),
         "batch_latency_ms_p50": statistics.median(latencies) if latencies else 0.0,
