@@ -41,7 +41,9 @@ class LakeResource(dg.ConfigurableResource):
 
     def overwrite_partition(self, schema: str, table: str, partition: str, data: pa.Table) -> int:
         """Replaces one partition's rows with ``data``; returns the table version written."""
-        data = data.append_column(PARTITION_COLUMN, pa.array([partition] * data.num_rows, pa.string()))
+        data = data.append_column(
+            PARTITION_COLUMN, pa.array([partition] * data.num_rows, pa.string())
+        )
         uri = self.uri(schema, table)
         write_deltalake(
             uri,

@@ -1,0 +1,1 @@
+"""Tests of the Dagster resources and the payments client."""
