@@ -45,3 +45,39 @@ def demo(dataset: str, start_date, days: int) -> None:
     click.echo(format_summary(summary))
     if not summary.succeeded:
         raise SystemExit(1)
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True, help="Port of the Dagster UI.")
+def dev(port: int) -> None:
+    """Start the sandbox (unless one runs) and the Dagster UI on the project-local instance.
+
+    The bundled face-sentiment dataset is landed first, so any of its seven days can be
+    materialized from the UI.
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pf_platform import settings
+    from pf_platform.demo import ensure_dagster_home, payments_api, register_agents
+    from pf_platform.labeling.landing import resolve_dataset, spread_over_days
+
+    ensure_dagster_home()
+    dataset = resolve_dataset("face-sentiment")
+    start = date.fromisoformat(FIRST_PAYOUT_DAY)
+    days = spread_over_days(dataset, settings.landing_root(), start)
+    click.echo(f"landed {dataset.name} for {days[0]} .. {days[-1]} in {settings.landing_root()}")
+    with payments_api() as (base_url, api_key):
+        if base_url.startswith("http://127.0.0.1:"):
+            register_agents(base_url, api_key, dataset)
+        env = dict(os.environ, PF_API_KEY=api_key, PF_API_BASE_URL=base_url)
+        workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
+        dagster = Path(sys.executable).with_name("dagster")
+        click.echo(f"payments API at {base_url}; Dagster UI at http://127.0.0.1:{port}")
+        command = [str(dagster), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
+        try:
+            subprocess.run(command, env=env, cwd=workspace.parent, check=False)
+        except KeyboardInterrupt:
+            pass
