@@ -39,7 +39,9 @@ def demo(dataset: str, start_date, days: int) -> None:
     from pf_platform.demo import format_summary, run_demo
 
     try:
-        summary = run_demo(dataset, date.fromisoformat(start_date.date().isoformat()), days, click.echo)
+        summary = run_demo(
+            dataset, date.fromisoformat(start_date.date().isoformat()), days, click.echo
+        )
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(format_summary(summary))
@@ -56,6 +58,7 @@ def dev(port: int) -> None:
     materialized from the UI.
     """
     import os
+    import signal
     import subprocess
     import sys
     from pathlib import Path
@@ -77,7 +80,11 @@ def dev(port: int) -> None:
         dagster = Path(sys.executable).with_name("dagster")
         click.echo(f"payments API at {base_url}; Dagster UI at http://127.0.0.1:{port}")
         command = [str(dagster), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
+        process = subprocess.Popen(command, env=env, cwd=workspace.parent)
+        # SIGTERM is passed on as the Ctrl-C that `dagster dev` shuts down cleanly on; then the
+        # sandbox this command started is stopped on the way out.
+        signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGINT))
         try:
-            subprocess.run(command, env=env, cwd=workspace.parent, check=False)
+            process.wait()
         except KeyboardInterrupt:
-            pass
+            process.wait()

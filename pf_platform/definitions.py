@@ -40,7 +40,13 @@ def build_definitions(active_profile: str | None = None) -> dg.Definitions:
     """Assemble the code location for a profile (default: ``PF_PROFILE``)."""
     assets = dg.map_asset_specs(
         lambda spec: spec.replace_attributes(freshness_policy=DAILY_FRESHNESS),
-        [label_submissions, validate_labels, agent_payout_summary, payout_batches, transfer_results],
+        [
+            label_submissions,
+            validate_labels,
+            agent_payout_summary,
+            payout_batches,
+            transfer_results,
+        ],
     )
     return dg.Definitions(
         assets=assets,

@@ -107,12 +107,13 @@ def register_agents(base_url: str, api_key: str, dataset: Dataset) -> int:
 
 def run_demo(
     dataset_name: str = "face-sentiment",
-    start: date = date.fromisoformat(FIRST_PAYOUT_DAY),
+    start: date | None = None,
     days: int = DEMO_DAYS,
     echo: Callable[[str], None] = print,
 ) -> DemoSummary:
     """Lands the dataset over ``days`` days and materializes every day through ``payout_job``."""
     started = time.perf_counter()
+    start = start or date.fromisoformat(FIRST_PAYOUT_DAY)
     ensure_dagster_home()
     dataset = resolve_dataset(dataset_name)
     landed = spread_over_days(dataset, settings.landing_root(), start, days)

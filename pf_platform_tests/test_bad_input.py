@@ -44,13 +44,23 @@ def _land_bad_files(folder) -> dict[str, str]:
     )
     lines = [
         {"record_id": "outside-set", "item_id": "item_1", "agent_id": "agent_a", "label": "angry"},
-        {"record_id": "conf-1.7", "item_id": "item_1", "agent_id": "agent_a", "label": "happy",
-         "confidence": 1.7},
-        {"record_id": "conf-text", "item_id": "item_1", "agent_id": "agent_a", "label": "happy",
-         "confidence": "high"},
+        {
+            "record_id": "conf-1.7",
+            "item_id": "item_1",
+            "agent_id": "agent_a",
+            "label": "happy",
+            "confidence": 1.7,
+        },
+        {
+            "record_id": "conf-text",
+            "item_id": "item_1",
+            "agent_id": "agent_a",
+            "label": "happy",
+            "confidence": "high",
+        },
         {"record_id": "agent_a-0", "item_id": "item_0", "agent_id": "agent_a", "label": "sad"},
         {"record_id": "blank-agent", "item_id": "item_1", "agent_id": "   ", "label": "happy"},
-    ]  # fmt: skip
+    ]
     text = "\n".join(json.dumps(line) for line in lines)
     text += '\n{"record_id": "conf-nan", "item_id": "item_1", "agent_id": "agent_b", '
     text += '"label": "happy", "confidence": NaN}\n'
@@ -58,8 +68,9 @@ def _land_bad_files(folder) -> dict[str, str]:
     huge = json.dumps({"record_id": "huge", "agent_id": "agent_a", "label": "x" * 10_000_000})
     (folder / "f_huge_line.jsonl").write_text(huge + "\n")
     pq.write_table(
-        pa.table({"record_id": ["pq-bad"], "item_id": ["item_2"], "agent_id": [None],
-                  "label": ["happy"]}),  # fmt: skip
+        pa.table(
+            {"record_id": ["pq-bad"], "item_id": ["item_2"], "agent_id": [None], "label": ["happy"]}
+        ),
         folder / "g_null_agent.parquet",
     )
     return {
@@ -110,9 +121,7 @@ def test_bad_input_is_quarantined_and_the_day_still_paid(project_home, sandbox):
     assert reasons["d_not_utf8.csv"] == "d_not_utf8.csv:2: not valid UTF-8 at byte 23"
     assert reasons["f_huge_line.jsonl"].startswith("f_huge_line.jsonl:1: line is 10,000,")
     # The failing expectation checks say how many rows each rule caught.
-    checks = {
-        e.check_name: e for e in dirty.get_asset_check_evaluations()
-    }
+    checks = {e.check_name: e for e in dirty.get_asset_check_evaluations()}
     assert checks["check_confidence_in_range"].passed is False
     assert checks["check_confidence_in_range"].metadata["failed_rows"].value == 3
     assert checks["check_row_readable"].metadata["failed_rows"].value == 3

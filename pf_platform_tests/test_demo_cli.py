@@ -17,7 +17,9 @@ def _demo(home: Path, port: int, *args: str) -> subprocess.CompletedProcess:
         env.pop(name, None)
     env.update(PF_HOME=str(home), PF_API_BASE_URL=f"http://127.0.0.1:{port}")
     command = [str(Path(sys.executable).with_name("pf-platform")), "demo", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def _figure(output: str, name: str) -> str:

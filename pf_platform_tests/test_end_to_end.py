@@ -61,7 +61,9 @@ def test_real_dataset_is_paid_exactly_once(project_home, sandbox):
     first = [run_day(day, instance=instance) for day in days]
 
     assert all(result.success for result in first)
-    labels_in = sum(materialization(r, "label_submissions", "label_submissions")["rows"] for r in first)
+    labels_in = sum(
+        materialization(r, "label_submissions", "label_submissions")["rows"] for r in first
+    )
     quarantined = sum(
         materialization(r, "validate_labels", "quarantined_labels")["rows"] for r in first
     )
@@ -70,20 +72,26 @@ def test_real_dataset_is_paid_exactly_once(project_home, sandbox):
     paid = ledger_paid_by_agent(days)
     assert paid == want
     total = sum(want.values(), Decimal(0))
-    assert total > Decimal("5")
+    assert total > Decimal(5)
     balances = sandbox.balances()
     assert {agent: amount for agent, amount in balances.items() if amount} == want
     assert treasury_before - Decimal(sandbox.audit()["treasury_usdc"]) == total
-    sent = sum(materialization(r, "transfer_results", "transfer_results")["transfers_sent"] for r in first)
+    sent = sum(
+        materialization(r, "transfer_results", "transfer_results")["transfers_sent"] for r in first
+    )
     transfers_on_server = sandbox.stats()["transfers_committed"]
-    assert sent == transfers_on_server == sum(
-        1 for day in days for row in _ledger_rows(day) if row.status == "succeeded"
+    assert (
+        sent
+        == transfers_on_server
+        == sum(1 for day in days for row in _ledger_rows(day) if row.status == "succeeded")
     )
 
     again = [run_day(day, instance=instance) for day in days]
 
     assert all(result.success for result in again)
-    assert [materialization(r, "transfer_results", "transfer_results")["transfers_sent"] for r in again] == [0] * 7
+    assert [
+        materialization(r, "transfer_results", "transfer_results")["transfers_sent"] for r in again
+    ] == [0] * 7
     assert sandbox.stats()["transfers_committed"] == transfers_on_server
     assert sandbox.balances() == balances
     assert sandbox.audit()["entries_sum_micros"] == 0

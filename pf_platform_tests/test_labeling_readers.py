@@ -60,8 +60,7 @@ def test_csv_rows_and_unreadable_lines(tmp_path):
         b"record_id,item_id,agent_id,label\n"
         b"r1,i1,agent_1,happy\n"
         b"r2,i1,agent_\xff\xfe,happy\n"
-        b"r3,i1,agent_3\n"
-        + b"r4,i1,agent_4," + b"x" * (MAX_LINE_BYTES + 10) + b"\n"
+        b"r3,i1,agent_3\n" + b"r4,i1,agent_4," + b"x" * (MAX_LINE_BYTES + 10) + b"\n"
     )
     rows = _rows(tmp_path)
 

@@ -51,7 +51,7 @@ def test_each_bad_row_names_its_expectation():
         _label("r-blank-agent", "  ", "i1", "happy"),
         _label(None, "a1", "i1", "happy"),
         _label("r-no-item", "a1", "", "happy"),
-        dict(read_error="f.csv:12: not valid UTF-8 at byte 3", raw="x"),
+        {"read_error": "f.csv:12: not valid UTF-8 at byte 3", "raw": "x"},
         _label("r-edge", "a3", "i1", "sad", confidence=" 1 "),
         _label("r-empty-conf", "a3", "i2", "sad", confidence=""),
     )
@@ -83,11 +83,19 @@ def test_consensus_agreement_and_exact_amounts():
     # Item i3: tie -> no consensus. Items i4..i6: a1 and a2 agree on happy.
     for n, (agent, item, label) in enumerate(
         [
-            ("a1", "i1", "happy"), ("a2", "i1", "happy"), ("a3", "i1", "happy"),
-            ("a4", "i1", "sad"), ("a1", "i2", "sad"), ("a1", "i3", "happy"),
-            ("a2", "i3", "sad"), ("a1", "i4", "happy"), ("a2", "i4", "happy"),
-            ("a1", "i5", "happy"), ("a2", "i5", "happy"), ("a4", "i5", "sad"),
-        ]  # fmt: skip
+            ("a1", "i1", "happy"),
+            ("a2", "i1", "happy"),
+            ("a3", "i1", "happy"),
+            ("a4", "i1", "sad"),
+            ("a1", "i2", "sad"),
+            ("a1", "i3", "happy"),
+            ("a2", "i3", "sad"),
+            ("a1", "i4", "happy"),
+            ("a2", "i4", "happy"),
+            ("a1", "i5", "happy"),
+            ("a2", "i5", "happy"),
+            ("a4", "i5", "sad"),
+        ]
     ):
         labels.append(_label(f"r{n}", agent, item, label))
     out = _run(_bronze(*labels))
@@ -103,25 +111,30 @@ def test_consensus_agreement_and_exact_amounts():
     assert summary["a3"]["amount_owed_usdc"] == Decimal("0.002000")
     # a4 disagreed on both its consensus items: not eligible, owed nothing.
     assert summary["a4"]["eligible"] is False
-    assert summary["a4"]["amount_owed_usdc"] == Decimal("0")
+    assert summary["a4"]["amount_owed_usdc"] == Decimal(0)
     assert out["agent_payout_summary"].schema.field("amount_owed_usdc").type == pa.decimal128(38, 6)
 
 
 def test_threshold_is_compared_exactly():
     # 3 of 4 agree: a rate of exactly 0.75 meets a 0.75 threshold and misses 0.750001.
     labels = [
-        _label("a", "x", "i1", "happy"), _label("b", "y", "i1", "happy"),
-        _label("c", "x", "i2", "happy"), _label("d", "y", "i2", "happy"),
-        _label("e", "x", "i3", "happy"), _label("f", "y", "i3", "happy"),
+        _label("a", "x", "i1", "happy"),
+        _label("b", "y", "i1", "happy"),
+        _label("c", "x", "i2", "happy"),
+        _label("d", "y", "i2", "happy"),
+        _label("e", "x", "i3", "happy"),
+        _label("f", "y", "i3", "happy"),
         _label("g", "z", "i3", "happy"),
-        _label("h", "x", "i4", "sad"), _label("i", "y", "i4", "happy"),
+        _label("h", "x", "i4", "sad"),
+        _label("i", "y", "i4", "happy"),
         _label("j", "z", "i4", "happy"),
-    ]  # fmt: skip
+    ]
     at = {r["agent_id"]: r for r in _run(_bronze(*labels))["agent_payout_summary"].to_pylist()}
     assert at["x"]["eligible"] is True and at["x"]["amount_owed_usdc"] == Decimal("0.006")
     stricter = dict(VARIABLES, agreement_threshold=Decimal("0.750001"))
     above = {
-        r["agent_id"]: r for r in _run(_bronze(*labels), stricter)["agent_payout_summary"].to_pylist()
+        r["agent_id"]: r
+        for r in _run(_bronze(*labels), stricter)["agent_payout_summary"].to_pylist()
     }
     assert above["x"]["eligible"] is False and above["x"]["amount_owed_usdc"] == 0
 

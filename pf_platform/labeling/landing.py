@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -61,7 +61,9 @@ def resolve_dataset(name_or_path: str) -> Dataset:
     return Dataset(name=folder.name, answers=answers, label_set=tuple(labels))
 
 
-def spread_over_days(dataset: Dataset, landing_root: Path, start: date, days: int = 7) -> list[date]:
+def spread_over_days(
+    dataset: Dataset, landing_root: Path, start: date, days: int = 7
+) -> list[date]:
     """Writes the dataset's labels into ``<landing_root>/<yyyy-mm-dd>/`` files, one per day.
 
     Re-running writes the same bytes to the same files, so landing the same dataset twice never
@@ -92,7 +94,7 @@ def spread_over_days(dataset: Dataset, landing_root: Path, start: date, days: in
     written = []
     for day_index, rows in enumerate(per_day):
         day = start + timedelta(days=day_index)
-        midnight = datetime.combine(day, time(0), tzinfo=timezone.utc)
+        midnight = datetime.combine(day, time(0), tzinfo=UTC)
         for rank, row in enumerate(rows):
             stamp = midnight + timedelta(seconds=rank)
             row["submitted_at"] = stamp.isoformat().replace("+00:00", "Z")

@@ -81,7 +81,11 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes | None, str | None]]:
             if not line.strip():
                 continue
             if len(line) > MAX_LINE_BYTES:
-                yield number, line[:RAW_PREVIEW_CHARS], f"line is {len(line):,} bytes, over the limit of {MAX_LINE_BYTES:,}"
+                yield (
+                    number,
+                    line[:RAW_PREVIEW_CHARS],
+                    f"line is {len(line):,} bytes, over the limit of {MAX_LINE_BYTES:,}",
+                )
                 continue
             yield number, line, None
 

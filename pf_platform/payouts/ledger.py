@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pyarrow as pa
@@ -52,7 +52,7 @@ LEDGER_SCHEMA = pa.schema(
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,7 @@ class Ledger:
         merger = table.merge(
             source,
             predicate=(
-                f"t.partition_date in ({in_partitions}) "
-                "and t.idempotency_key = s.idempotency_key"
+                f"t.partition_date in ({in_partitions}) and t.idempotency_key = s.idempotency_key"
             ),
             source_alias="s",
             target_alias="t",

@@ -28,7 +28,7 @@ def to_usdc(value: Decimal | int | str) -> Decimal:
         InvalidAmountError: the value is a float, not a number, not finite, or has more than six
             decimal places.
     """
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise InvalidAmountError(f"amount must be Decimal, int or str, not {type(value).__name__}")
     try:
         amount = Decimal(value)

@@ -102,7 +102,9 @@ def plan_payouts(
         succeeded = sum((row.amount_usdc for row in rows if row.status == SUCCEEDED), Decimal(0))
         in_flight = [row for row in rows if row.status in UNSETTLED]
         for row in in_flight:
-            pending.append((agent_id, row.sequence, row.idempotency_key, row.amount_usdc, row.memo, RESUME))
+            pending.append(
+                (agent_id, row.sequence, row.idempotency_key, row.amount_usdc, row.memo, RESUME)
+            )
         due = to_usdc(owed.get(agent_id, Decimal(0)))
         outstanding = due - succeeded - sum((row.amount_usdc for row in in_flight), Decimal(0))
         paid[agent_id] = succeeded

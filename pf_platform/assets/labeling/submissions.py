@@ -1,8 +1,8 @@
 """Bronze: every label that landed for a day, as received."""
 
+import dagster as dg
 import pyarrow.compute as pc
 
-import dagster as dg
 from pf_platform.labeling.readers import read_landing_folder
 from pf_platform.partitions import daily_partitions
 from pf_platform.resources.labeling import LabelingTaskResource

@@ -4,10 +4,10 @@ The expectations live in dbt_like_sql/models/labels_checked.sql; each one is als
 here, so a day with bad input shows which rule failed, how often and on which rows.
 """
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-import dagster as dg
 from pf_platform.partitions import daily_partitions
 from pf_platform.resources.labeling import LabelingTaskResource
 from pf_platform.resources.lake import PARTITION_COLUMN, LakeResource

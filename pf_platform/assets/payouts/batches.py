@@ -3,9 +3,9 @@
 from dataclasses import asdict
 from decimal import Decimal
 
+import dagster as dg
 import pyarrow as pa
 
-import dagster as dg
 from pf_platform.partitions import daily_partitions
 from pf_platform.payouts.ledger import USDC_TYPE
 from pf_platform.payouts.planning import PlannedTransfer, plan_payouts

@@ -1,8 +1,8 @@
 """Gold: verified labels and the amount owed per agent and day."""
 
+import dagster as dg
 import pyarrow.compute as pc
 
-import dagster as dg
 from pf_platform.partitions import daily_partitions
 from pf_platform.resources.labeling import LabelingTaskResource
 from pf_platform.resources.lake import PARTITION_COLUMN, LakeResource

@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 from decimal import Decimal
 
 import dagster as dg
+
 from pf_platform.assets.payouts.batches import PAYOUT_KIND, read_planned
 from pf_platform.partitions import daily_partitions
 from pf_platform.payouts.execution import SettlementReport, settle_plan
