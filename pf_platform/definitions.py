@@ -15,6 +15,7 @@ from pf_platform.jobs import payout_job
 from pf_platform.resources.labeling import LabelingTaskResource
 from pf_platform.resources.lake import LakeResource
 from pf_platform.resources.payments.resource import PurpleFleaResource
+from pf_platform.resources.policy import PayoutPolicyResource
 from pf_platform.settings import profile
 
 # A day's payouts are due by the next night's run; a partition older than that is stale.
@@ -33,6 +34,7 @@ def build_resources(active_profile: str) -> dict[str, dg.ConfigurableResource]:
         "purple_flea": PurpleFleaResource(api_key=dg.EnvVar("PF_API_KEY")),
         "lake": LakeResource(),
         "labeling_task": LabelingTaskResource(),
+        "payout_policy": PayoutPolicyResource(),
     }
 
 

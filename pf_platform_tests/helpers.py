@@ -10,12 +10,30 @@ from pf_platform.definitions import build_definitions
 from pf_platform.resources.lake import LakeResource
 
 
-def run_day(day: str, label_set=None, instance=None) -> dg.ExecuteInProcessResult:
-    """Materializes one partition of payout_job with the current environment's resources."""
+def run_day(
+    day: str, label_set=None, instance=None, *, approve: bool = False, **resource_config
+) -> dg.ExecuteInProcessResult:
+    """Materializes one partition of payout_job with the current environment's resources.
+
+    Args:
+        day: the partition.
+        label_set: the task's labels, when not the default.
+        instance: the Dagster instance; a fresh ephemeral one when None.
+        approve: approve spend over the caps for this run.
+        **resource_config: run config per resource key, e.g. ``purple_flea={"batch_size": 1}``.
+    """
     job = build_definitions("local").resolve_job_def("payout_job")
-    run_config = {}
+    resources = {key: {"config": dict(value)} for key, value in resource_config.items()}
+    if "purple_flea" in resources:
+        # Run config replaces the resource's config, so the key comes along as an env reference.
+        resources["purple_flea"]["config"].setdefault("api_key", {"env": "PF_API_KEY"})
     if label_set is not None:
-        run_config = {"resources": {"labeling_task": {"config": {"label_set": list(label_set)}}}}
+        resources.setdefault("labeling_task", {"config": {}})["config"]["label_set"] = list(
+            label_set
+        )
+    run_config: dict = {"resources": resources}
+    if approve:
+        run_config["ops"] = {"transfer_results": {"config": {"approve_spend_over_limits": True}}}
     return job.execute_in_process(
         partition_key=day,
         run_config=run_config,

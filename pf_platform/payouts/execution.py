@@ -1,22 +1,31 @@
 """Settle a payout plan against the API, recording every outcome in the ledger.
 
-The caller has already committed an intent row for every planned transfer. This module then,
-for transfers an earlier run left unsettled, asks the API whether their key was paid; sends the
-rest in parallel batches; and hands each batch's outcomes to ``on_settled`` as they arrive, so
-the ledger learns of them while the run is still going.
+``pay_planned`` is the whole ledger protocol for one run of one partition: commit an intent for
+every new transfer before anything is sent; for transfers an earlier run left unsettled, ask the
+API whether their key was paid; send the rest in parallel batches; and record each batch's
+outcomes as they arrive, flushing them to the ledger in groups so a run killed halfway leaves
+little to look up. It imports no Dagster, so tests and Spark executors drive it directly.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
-from pf_platform.payouts.ledger import FAILED, SUCCEEDED, UNKNOWN, LedgerRow
+from pf_platform.payouts.ledger import FAILED, SUCCEEDED, UNKNOWN, UNSETTLED, Ledger, LedgerRow
 from pf_platform.payouts.planning import RESUME, PlannedTransfer
 from pf_platform.resources.payments.client import BatchOutcome, PurpleFleaClient, send_batches
-from pf_platform.resources.payments.errors import PurpleFleaError
+from pf_platform.resources.payments.errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    PurpleFleaError,
+)
 from pf_platform.resources.payments.models import Transfer
+
+INSUFFICIENT_FUNDS = "insufficient_funds"
+DEFAULT_FLUSH_ROWS = 5000
 
 OnSettled = Callable[[list[LedgerRow]], None]
 
@@ -30,9 +39,84 @@ class SettlementReport:
     requests_sent: int = 0
     reconciled: int = 0
     batch_latencies_ms: list[float] = field(default_factory=list)
+    stopped_reason: str | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for row in self.rows if row.status == status)
+
+    def paid(self) -> Decimal:
+        return sum((row.amount_usdc for row in self.rows if row.status == SUCCEEDED), Decimal(0))
+
+
+def pay_planned(
+    ledger: Ledger,
+    client_factory: Callable[[], PurpleFleaClient],
+    planned: Sequence[PlannedTransfer],
+    *,
+    partition_date: str,
+    payout_kind: str,
+    batch_size: int,
+    concurrency: int,
+    run_id: str,
+    flush_rows: int = DEFAULT_FLUSH_ROWS,
+    progress: Callable[[int, int], None] | None = None,
+) -> SettlementReport:
+    """Runs the ledger protocol for one partition's plan; returns what this run settled.
+
+    Args:
+        ledger: the payout ledger.
+        client_factory: builds a fresh API client (used as an async context manager).
+        planned: the transfers payout planning produced for the partition.
+        partition_date: the partition.
+        payout_kind: the payout kind of the plan.
+        batch_size: transfers per request.
+        concurrency: requests in flight at once.
+        run_id: recorded on every row this run settles.
+        flush_rows: settled rows buffered before they are committed to the ledger.
+        progress: called with (settled so far, planned) after each flush.
+    """
+    if not planned:
+        return SettlementReport()
+    existing = {row.idempotency_key: row for row in ledger.read(partition_date, payout_kind)}
+    new_intents = [t.intent() for t in planned if t.idempotency_key not in existing]
+    # Write-ahead: every new intent is committed before any request can carry it.
+    ledger.write_intents(new_intents)
+    intents = {**existing, **{row.idempotency_key: row for row in new_intents}}
+
+    buffer: list[LedgerRow] = []
+    settled = 0
+
+    def flush() -> None:
+        nonlocal settled
+        if buffer:
+            ledger.record(buffer)
+            settled += len(buffer)
+            buffer.clear()
+            if progress is not None:
+                progress(settled, len(planned))
+
+    def on_settled(rows: list[LedgerRow]) -> None:
+        buffer.extend(rows)
+        if len(buffer) >= flush_rows:
+            flush()
+
+    async def run() -> SettlementReport:
+        async with client_factory() as client:
+            return await settle_plan(
+                client,
+                planned,
+                intents,
+                batch_size=batch_size,
+                concurrency=concurrency,
+                run_id=run_id,
+                on_settled=on_settled,
+            )
+
+    try:
+        return asyncio.run(run())
+    finally:
+        # Whatever is known is recorded, even when the run is failing.
+        flush()
 
 
 async def settle_plan(
@@ -46,6 +130,10 @@ async def settle_plan(
     on_settled: OnSettled,
 ) -> SettlementReport:
     """Settles every planned transfer once: reconciled, succeeded, failed or still unknown.
+
+    Sending stops early, leaving the unsent intents pending for the next run, when the API
+    reports insufficient funds or refuses the key: the remaining batches would only be refused
+    too. ``report.stopped_reason`` says which.
 
     Args:
         client: an open API client.
@@ -78,15 +166,25 @@ async def settle_plan(
         for transfer in planned
         if transfer.idempotency_key not in found
     ]
-    batches = [to_send[start : start + batch_size] for start in range(0, len(to_send), batch_size)]
+
+    def batches() -> Iterator[list[Transfer]]:
+        for start in range(0, len(to_send), batch_size):
+            if report.stopped_reason is not None:
+                return
+            yield to_send[start : start + batch_size]
 
     def on_result(outcome: BatchOutcome) -> None:
         report.transfers_sent += len(outcome.transfers)
         report.requests_sent += outcome.attempts
         report.batch_latencies_ms.append(outcome.duration_ms)
-        settled(_outcome_rows(outcome, intents, run_id))
+        rows = _outcome_rows(outcome, intents, run_id)
+        if any(row.error == INSUFFICIENT_FUNDS for row in rows):
+            report.stopped_reason = INSUFFICIENT_FUNDS
+        elif isinstance(outcome.error, (AuthenticationError, PermissionDeniedError)):
+            report.stopped_reason = f"the API refused the key: {_describe(outcome.error)}"
+        settled(rows)
 
-    await send_batches(client, batches, concurrency, on_result)
+    await send_batches(client, batches(), concurrency, on_result)
     return report
 
 
@@ -98,29 +196,49 @@ async def _reconcile(
     run_id: str,
 ) -> dict[str, LedgerRow]:
     """Looks up unsettled keys; returns the rows the API shows as paid, settled."""
+    records = await lookup_keys(client, [t.idempotency_key for t in resumed], concurrency)
+    return {
+        key: intents[key].settle(SUCCEEDED, tx_id=found[0].tx_id, run_id=run_id)
+        for key, found in records.items()
+        if found
+    }
+
+
+async def lookup_keys(client: PurpleFleaClient, keys: Sequence[str], concurrency: int) -> dict:
+    """The API's transactions for each key, looked up with ``concurrency`` requests in flight.
+
+    A failed lookup propagates: a key whose fate is unknown must not be sent again.
+    """
     gate = asyncio.Semaphore(concurrency)
-    found: dict[str, LedgerRow] = {}
+    found: dict = {}
 
-    async def look_up(transfer: PlannedTransfer) -> None:
+    async def look_up(key: str) -> None:
         async with gate:
-            records = await client.get_transactions(transfer.idempotency_key)
-        if records:
-            found[transfer.idempotency_key] = intents[transfer.idempotency_key].settle(
-                SUCCEEDED, tx_id=records[0].tx_id, run_id=run_id
-            )
+            found[key] = await client.get_transactions(key)
 
-    # A failed lookup propagates: sending a key whose fate is unknown could pay it twice.
-    await asyncio.gather(*(look_up(transfer) for transfer in resumed))
+    await asyncio.gather(*(look_up(key) for key in keys))
     return found
+
+
+def _refused(error: PurpleFleaError | None) -> bool:
+    """True when the API answered the whole batch with a definite refusal: nothing committed.
+
+    A 4xx other than 429 is decided before anything moves (bad key, bad request, key conflict);
+    every other failure (timeouts, dropped connections, 5xx, 429 after the last attempt) leaves
+    the outcome unknown.
+    """
+    status = getattr(error, "http_status", None)
+    return status is not None and 400 <= status < 500 and status != 429
 
 
 def _outcome_rows(
     outcome: BatchOutcome, intents: dict[str, LedgerRow], run_id: str
 ) -> list[LedgerRow]:
     if outcome.results is None:
+        status = FAILED if _refused(outcome.error) else UNKNOWN
         error = _describe(outcome.error)
         return [
-            intents[transfer.idempotency_key].settle(UNKNOWN, error=error, sent=True, run_id=run_id)
+            intents[transfer.idempotency_key].settle(status, error=error, sent=True, run_id=run_id)
             for transfer in outcome.transfers
         ]
     rows = []
@@ -137,3 +255,56 @@ def _describe(error: PurpleFleaError | None) -> str:
     if error is None:
         return "no response"
     return f"{type(error).__name__}: {error}"
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """The ledger of a partition against the API, key by key."""
+
+    ledger_succeeded: int
+    api_transactions: int
+    ledger_usdc: Decimal
+    api_usdc: Decimal
+    mismatches: list[str]
+
+    @property
+    def matches(self) -> bool:
+        return not self.mismatches
+
+
+async def reconcile_ledger(
+    client: PurpleFleaClient, rows: Sequence[LedgerRow], concurrency: int
+) -> Reconciliation:
+    """Compares every ledger row of a partition with what the API holds under its key.
+
+    A succeeded row must have exactly one API transaction with the same tx id, recipient and
+    amount; a failed row must have none. Pending and unknown rows are reported as unsettled.
+    """
+    records = await lookup_keys(client, [row.idempotency_key for row in rows], concurrency)
+    mismatches: list[str] = []
+    api_count, api_usdc = 0, Decimal(0)
+    for row in rows:
+        found = records[row.idempotency_key]
+        api_count += len(found)
+        api_usdc += sum((record.amount_usdc for record in found), Decimal(0))
+        if row.status in UNSETTLED:
+            mismatches.append(f"{row.idempotency_key}: unsettled ({row.status})")
+        elif row.status == FAILED and found:
+            mismatches.append(f"{row.idempotency_key}: ledger says failed, API paid it")
+        elif row.status == SUCCEEDED:
+            if len(found) != 1:
+                mismatches.append(f"{row.idempotency_key}: {len(found)} API transactions")
+            elif (found[0].tx_id, found[0].recipient_agent_id, found[0].amount_usdc) != (
+                row.tx_id,
+                row.agent_id,
+                row.amount_usdc,
+            ):
+                mismatches.append(f"{row.idempotency_key}: tx, recipient or amount differ")
+    succeeded = [row for row in rows if row.status == SUCCEEDED]
+    return Reconciliation(
+        ledger_succeeded=len(succeeded),
+        api_transactions=api_count,
+        ledger_usdc=sum((row.amount_usdc for row in succeeded), Decimal(0)),
+        api_usdc=api_usdc,
+        mismatches=mismatches,
+    )

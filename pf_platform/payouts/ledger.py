@@ -10,6 +10,10 @@ The protocol that makes a payout exactly-once:
    on the API and only re-sends, with the same key, if the API has no transaction for it.
 
 A process killed at any point leaves at worst ``pending`` rows, which step 3 settles.
+
+``succeeded`` is final: an outcome recorded later (say by a second run of the same day that
+timed out on the key the first run paid) never overwrites it. Two writers committing at once
+conflict in Delta; the loser reloads the table and merges again.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from decimal import Decimal
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 PENDING = "pending"
 SUCCEEDED = "succeeded"
@@ -30,6 +35,14 @@ UNKNOWN = "unknown"
 UNSETTLED = (PENDING, UNKNOWN)
 
 USDC_TYPE = pa.decimal128(38, 6)
+
+# Concurrent writers of one Delta table conflict at commit; each retry reloads the table first.
+retry_on_commit_conflict = retry(
+    retry=retry_if_exception_type(CommitFailedError),
+    wait=wait_random_exponential(multiplier=0.05, max=2),
+    stop=stop_after_attempt(12),
+    reraise=True,
+)
 
 LEDGER_SCHEMA = pa.schema(
     [
@@ -129,6 +142,7 @@ class Ledger:
         if rows:
             self._merge(rows, update=True)
 
+    @retry_on_commit_conflict
     def _merge(self, rows: list[LedgerRow], *, update: bool) -> None:
         source = to_arrow(rows)
         table = self._table()
@@ -159,7 +173,9 @@ class Ledger:
         )
         if update:
             columns = ("status", "tx_id", "error", "attempts", "run_id", "updated_at")
-            merger = merger.when_matched_update({name: f"s.{name}" for name in columns})
+            merger = merger.when_matched_update(
+                {name: f"s.{name}" for name in columns}, predicate=f"t.status <> '{SUCCEEDED}'"
+            )
         else:
             merger = merger.when_not_matched_insert_all()
         merger.execute()

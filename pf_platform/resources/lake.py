@@ -8,7 +8,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 from pydantic import Field
 
-from pf_platform.payouts.ledger import Ledger
+from pf_platform.payouts.ledger import Ledger, retry_on_commit_conflict
 from pf_platform.settings import lake_root
 
 PARTITION_COLUMN = "partition_date"
@@ -39,6 +39,7 @@ class LakeResource(dg.ConfigurableResource):
             return None
         return delta.to_pyarrow_table(filters=[(PARTITION_COLUMN, "=", partition)])
 
+    @retry_on_commit_conflict
     def overwrite_partition(self, schema: str, table: str, partition: str, data: pa.Table) -> int:
         """Replaces one partition's rows with ``data``; returns the table version written."""
         data = data.append_column(

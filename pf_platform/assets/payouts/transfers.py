@@ -6,19 +6,40 @@ from collections import Counter, defaultdict
 from decimal import Decimal
 
 import dagster as dg
+from pydantic import Field
 
 from pf_platform.assets.payouts.batches import PAYOUT_KIND, read_planned
 from pf_platform.partitions import daily_partitions
-from pf_platform.payouts.execution import SettlementReport, settle_plan
-from pf_platform.payouts.ledger import FAILED, SUCCEEDED, UNSETTLED, Ledger, LedgerRow
-from pf_platform.payouts.planning import RESUME, PlannedTransfer
+from pf_platform.payouts.execution import (
+    INSUFFICIENT_FUNDS,
+    SettlementReport,
+    pay_planned,
+    reconcile_ledger,
+)
+from pf_platform.payouts.guard import check_spend
+from pf_platform.payouts.ledger import FAILED, SUCCEEDED, UNSETTLED, LedgerRow
 from pf_platform.resources.lake import LakeResource
 from pf_platform.resources.payments.resource import PurpleFleaResource
+from pf_platform.resources.policy import PayoutPolicyResource
 
-# Outcomes are committed to the ledger in groups of this many rows while a run is sending, so a
-# run killed halfway leaves little for the next one to look up.
-FLUSH_ROWS = 5000
-TOP_EARNERS_SHOWN = 10
+TOP_SHOWN = 10
+
+
+class TransferConfig(dg.Config):
+    """Run configuration of the payout step."""
+
+    approve_spend_over_limits: bool = Field(
+        default=False,
+        description="Pay this run even if it takes the day or an agent over the spend caps.",
+    )
+
+
+def _paid_by_agent(rows: list[LedgerRow]) -> dict[str, Decimal]:
+    paid: dict[str, Decimal] = defaultdict(Decimal)
+    for row in rows:
+        if row.status == SUCCEEDED:
+            paid[row.agent_id] += row.amount_usdc
+    return dict(paid)
 
 
 @dg.asset(
@@ -36,36 +57,95 @@ TOP_EARNERS_SHOWN = 10
         dg.AssetCheckSpec(
             "check_no_failed_transfers",
             asset="transfer_results",
-            description="no transfer of the day was refused by the API",
+            description="no agent's latest transfer of the day was refused by the API",
+        ),
+        dg.AssetCheckSpec(
+            "check_no_overpayment",
+            asset="transfer_results",
+            description="no agent was paid more for the day than agent_payout_summary says",
+        ),
+        dg.AssetCheckSpec(
+            "check_ledger_matches_api",
+            asset="transfer_results",
+            description="the ledger and the API agree key by key: count, sum and status",
         ),
     ],
 )
 def transfer_results(
-    context: dg.AssetExecutionContext, lake: LakeResource, purple_flea: PurpleFleaResource
+    context: dg.AssetExecutionContext,
+    config: TransferConfig,
+    lake: LakeResource,
+    purple_flea: PurpleFleaResource,
+    payout_policy: PayoutPolicyResource,
 ):
     """The payout ledger for the day: one row per transfer intent with its outcome."""
     day = context.partition_key
     planned = read_planned(lake, day)
     ledger = lake.ledger()
-    existing = {row.idempotency_key: row for row in ledger.read(day, PAYOUT_KIND)}
+    before = ledger.read(day, PAYOUT_KIND)
 
-    # Write-ahead: every new intent is committed before any request can carry it.
-    new_intents = [t.intent() for t in planned if t.idempotency_key not in existing]
-    ledger.write_intents(new_intents)
-    intents = {**existing, **{row.idempotency_key: row for row in new_intents}}
-    context.log.info(
-        "day %s: %d transfers to settle (%d new, %d resumed)",
-        day,
-        len(planned),
-        len(new_intents),
-        sum(1 for t in planned if t.action == RESUME),
+    spend = check_spend(
+        planned,
+        _paid_by_agent(before),
+        day_cap=payout_policy.day_cap(),
+        agent_cap=payout_policy.agent_cap(),
+    )
+    if not spend.within_limits:
+        figures = {
+            "day_total_usdc": str(spend.day_total),
+            "day_cap_usdc": str(spend.day_cap),
+            "agent_cap_usdc": str(spend.agent_cap),
+            "agents_over_cap": dg.MetadataValue.json(
+                {agent: str(total) for agent, total in spend.agents_over.items()}
+            ),
+        }
+        if not config.approve_spend_over_limits:
+            raise dg.Failure(
+                description=(
+                    f"spend guard: {day} would total {spend.day_total} USDC (cap "
+                    f"{spend.day_cap}), {len(spend.agents_over)} agents over the "
+                    f"{spend.agent_cap} USDC cap; nothing was sent. Re-run with "
+                    "approve_spend_over_limits: true in this step's config to pay anyway."
+                ),
+                metadata=figures,
+                # A retry would meet the same caps; a person has to decide.
+                allow_retries=False,
+            )
+        context.log.warning(
+            "spend over the caps approved for run %s: %s", context.run.run_id, figures
+        )
+
+    context.log.info("day %s: %d transfers to settle", day, len(planned))
+    report = pay_planned(
+        ledger,
+        purple_flea.get_client,
+        planned,
+        partition_date=day,
+        payout_kind=PAYOUT_KIND,
+        batch_size=purple_flea.batch_size,
+        concurrency=purple_flea.concurrency,
+        run_id=context.run.run_id,
+        progress=lambda done, total: context.log.info("settled %d of %d transfers", done, total),
     )
 
-    report = _settle(context, purple_flea, ledger, planned, intents)
-
     rows = ledger.read(day, PAYOUT_KIND)
-    unsettled = [row for row in rows if row.status in UNSETTLED]
     metadata = _metadata(report, rows, lake)
+    if report.stopped_reason is not None:
+        cause = (
+            "insufficient funds: the treasury could not pay the day in full"
+            if report.stopped_reason == INSUFFICIENT_FUNDS
+            else report.stopped_reason
+        )
+        raise dg.Failure(
+            description=(
+                f"{cause}; {day}: {report.paid()} USDC paid and recorded this run, the rest "
+                "is left for the next run once that is fixed"
+            ),
+            metadata=metadata,
+            # A retry would be refused the same way; a person has to act first.
+            allow_retries=False,
+        )
+    unsettled = [row for row in rows if row.status in UNSETTLED]
     if unsettled:
         raise dg.Failure(
             description=(
@@ -74,66 +154,40 @@ def transfer_results(
             ),
             metadata=metadata,
         )
+
+    owed = _owed(lake, day)
     yield dg.MaterializeResult(metadata=metadata)
-    yield _failed_check(rows)
     yield dg.AssetCheckResult(
-        check_name="check_ledger_settled",
-        passed=True,
-        metadata={"rows": len(rows)},
+        check_name="check_ledger_settled", passed=not unsettled, metadata={"rows": len(rows)}
     )
+    yield _failed_check(rows)
+    yield _overpayment_check(rows, owed)
+    yield _reconciliation_check(purple_flea, rows)
 
 
-def _settle(
-    context: dg.AssetExecutionContext,
-    purple_flea: PurpleFleaResource,
-    ledger: Ledger,
-    planned: list[PlannedTransfer],
-    intents: dict[str, LedgerRow],
-) -> SettlementReport:
-    buffer: list[LedgerRow] = []
-    settled_count = 0
+def _owed(lake: LakeResource, day: str) -> dict[str, Decimal]:
+    summary = lake.read_partition("agents", "payout_summary", day)
+    if summary is None:
+        return {}
+    return {
+        row["agent_id"]: row["amount_owed_usdc"]
+        for row in summary.select(["agent_id", "amount_owed_usdc"]).to_pylist()
+    }
 
-    def on_settled(rows: list[LedgerRow]) -> None:
-        nonlocal settled_count
-        buffer.extend(rows)
-        settled_count += len(rows)
-        if len(buffer) >= FLUSH_ROWS:
-            flush()
-            context.log.info("settled %d of %d transfers", settled_count, len(planned))
 
-    def flush() -> None:
-        ledger.record(buffer)
-        buffer.clear()
-
-    async def run() -> SettlementReport:
-        async with purple_flea.get_client() as client:
-            return await settle_plan(
-                client,
-                planned,
-                intents,
-                batch_size=purple_flea.batch_size,
-                concurrency=purple_flea.concurrency,
-                run_id=context.run.run_id,
-                on_settled=on_settled,
-            )
-
-    try:
-        return asyncio.run(run()) if planned else SettlementReport()
-    finally:
-        # Whatever is known is recorded, even when the run is failing.
-        flush()
+def _money_table(rows: list[tuple[str, Decimal]], amount_column: str) -> dg.MetadataValue:
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({"agent_id": a, amount_column: str(v)}) for a, v in rows],
+        schema=dg.TableSchema(
+            columns=[dg.TableColumn("agent_id", "string"), dg.TableColumn(amount_column, "string")]
+        ),
+    )
 
 
 def _metadata(report: SettlementReport, rows: list[LedgerRow], lake: LakeResource) -> dict:
-    paid_by_agent: dict[str, Decimal] = defaultdict(Decimal)
-    for row in rows:
-        if row.status == SUCCEEDED:
-            paid_by_agent[row.agent_id] += row.amount_usdc
-    paid_this_run = sum(
-        (row.amount_usdc for row in report.rows if row.status == SUCCEEDED), Decimal(0)
-    )
+    paid_by_agent = _paid_by_agent(rows)
     latencies = sorted(report.batch_latencies_ms)
-    top = sorted(paid_by_agent.items(), key=lambda item: (-item[1], item[0]))[:TOP_EARNERS_SHOWN]
+    top = sorted(paid_by_agent.items(), key=lambda item: (-item[1], item[0]))[:TOP_SHOWN]
     return {
         "transfers_sent": report.transfers_sent,
         "requests_sent": report.requests_sent,
@@ -141,24 +195,13 @@ def _metadata(report: SettlementReport, rows: list[LedgerRow], lake: LakeResourc
         "succeeded": report.count(SUCCEEDED),
         "failed": report.count(FAILED),
         "unknown": sum(1 for row in report.rows if row.status in UNSETTLED),
-        "usdc_paid_this_run": str(paid_this_run),
+        "usdc_paid_this_run": str(report.paid()),
         "agents_paid_this_run": len({r.agent_id for r in report.rows if r.status == SUCCEEDED}),
         "usdc_paid_for_day": str(sum(paid_by_agent.values(), Decimal(0))),
         "agents_paid_for_day": len(paid_by_agent),
         "batch_latency_ms_p50": statistics.median(latencies) if latencies else 0.0,
         "batch_latency_ms_max": latencies[-1] if latencies else 0.0,
-        "top_earners": dg.MetadataValue.table(
-            records=[
-                dg.TableRecord({"agent_id": agent, "paid_usdc": str(amount)})
-                for agent, amount in top
-            ],
-            schema=dg.TableSchema(
-                columns=[
-                    dg.TableColumn("agent_id", "string"),
-                    dg.TableColumn("paid_usdc", "string"),
-                ]
-            ),
-        ),
+        "top_earners": _money_table(top, "paid_usdc"),
         "table": lake.uri("agents", "transactions"),
     }
 
@@ -183,6 +226,59 @@ def _failed_check(rows: list[LedgerRow]) -> dg.AssetCheckResult:
                     f"- {row.agent_id} {row.amount_usdc} USDC: {row.error}" for row in failed[:10]
                 )
                 or "-"
+            ),
+        },
+    )
+
+
+def _overpayment_check(rows: list[LedgerRow], owed: dict[str, Decimal]) -> dg.AssetCheckResult:
+    paid = _paid_by_agent(rows)
+    over = sorted(
+        (agent, amount - owed.get(agent, Decimal(0)))
+        for agent, amount in paid.items()
+        if amount > owed.get(agent, Decimal(0))
+    )
+    listed = ", ".join(f"{agent} +{amount} USDC" for agent, amount in over[:TOP_SHOWN])
+    return dg.AssetCheckResult(
+        check_name="check_no_overpayment",
+        passed=not over,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"{len(over)} agents paid more than owed (never clawed back; review): {listed}"
+            if over
+            else "no agent paid more than owed"
+        ),
+        metadata={
+            "overpaid_agents": len(over),
+            "overpaid_usdc": str(sum((amount for _, amount in over), Decimal(0))),
+            "overpayments": _money_table(over[:TOP_SHOWN], "overpaid_usdc"),
+        },
+    )
+
+
+def _reconciliation_check(
+    purple_flea: PurpleFleaResource, rows: list[LedgerRow]
+) -> dg.AssetCheckResult:
+    async def run():
+        async with purple_flea.get_client() as client:
+            return await reconcile_ledger(client, rows, purple_flea.concurrency)
+
+    result = asyncio.run(run())
+    return dg.AssetCheckResult(
+        check_name="check_ledger_matches_api",
+        passed=result.matches,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"ledger {result.ledger_succeeded} succeeded / {result.ledger_usdc} USDC; "
+            f"API {result.api_transactions} transactions / {result.api_usdc} USDC"
+        ),
+        metadata={
+            "ledger_succeeded": result.ledger_succeeded,
+            "api_transactions": result.api_transactions,
+            "ledger_usdc": str(result.ledger_usdc),
+            "api_usdc": str(result.api_usdc),
+            "mismatches": dg.MetadataValue.md(
+                "\n".join(f"- {line}" for line in result.mismatches[:20]) or "-"
             ),
         },
     )
