@@ -53,11 +53,22 @@ class DemoSummary:
         return all(day.succeeded for day in self.days)
 
 
+INSTANCE_CONFIG = """\
+# Written by pf-platform. Every pool, the payout step's purple_flea_payouts included, runs one
+# step at a time, so a schedule and a manual backfill of the same day never pay side by side.
+concurrency:
+  pools:
+    default_limit: 1
+"""
+
+
 def ensure_dagster_home() -> Path:
     """Points DAGSTER_HOME at ``$PF_HOME/dagster`` unless it is already set, and creates it."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.pf_home() / "dagster")))
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch()
+    config = home / "dagster.yaml"
+    if not config.exists() or not config.read_text().strip():
+        config.write_text(INSTANCE_CONFIG)
     return home
 
 

@@ -42,3 +42,9 @@ def test_unknown_profile_is_refused(monkeypatch):
 
     with pytest.raises(ValueError, match="PF_PROFILE"):
         profile()
+
+
+def test_payout_step_is_pooled_and_retried():
+    defs = build_definitions("local")
+    assert defs.resolve_assets_def("transfer_results").op.pool == "purple_flea_payouts"
+    assert defs.resolve_job_def("payout_job").op_retry_policy.max_retries == 2

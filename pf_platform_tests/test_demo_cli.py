@@ -35,7 +35,7 @@ def test_demo_pays_once_then_sends_nothing(tmp_path):
     assert _figure(first.stdout, "days") == "3"
     assert _figure(first.stdout, "labels in") == "8070"
     assert int(_figure(first.stdout, "transfers sent")) > 0
-    assert (tmp_path / "dagster" / "dagster.yaml").is_file()
+    assert "default_limit: 1" in (tmp_path / "dagster" / "dagster.yaml").read_text()
     assert (tmp_path / "lake" / "agents" / "transactions" / "_delta_log").is_dir()
 
     second = _demo(tmp_path, port, "--dataset", "dog-breeds", "--days", "3")
