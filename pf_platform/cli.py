@@ -88,3 +88,63 @@ def dev(port: int) -> None:
             process.wait()
         except KeyboardInterrupt:
             process.wait()
+
+
+@main.command()
+@click.option("--from", "first", type=click.DateTime(formats=["%Y-%m-%d"]), help="First day.")
+@click.option("--to", "last", type=click.DateTime(formats=["%Y-%m-%d"]), help="Last day.")
+@click.option("--missed", is_flag=True, help="Backfill every complete day never paid.")
+@click.option(
+    "--webserver",
+    default="http://127.0.0.1:3000",
+    show_default=True,
+    envvar="PF_DAGSTER_WEBSERVER",
+    help="The running Dagster webserver (make dev starts one).",
+)
+@click.option("--wait/--no-wait", default=False, help="Wait until the backfill finishes.")
+@click.option("--timeout", default=1800, show_default=True, help="Seconds to wait at most.")
+def backfill(first, last, missed: bool, webserver: str, wait: bool, timeout: int) -> None:
+    """Launch a backfill of payout_job's days on the running Dagster instance."""
+    from pf_platform import backfill as backfills
+
+    if missed:
+        import dagster as dg
+
+        from pf_platform.demo import ensure_dagster_home
+
+        ensure_dagster_home()
+        with dg.DagsterInstance.get() as instance:
+            days = backfills.missed_days(instance)
+    elif first and last:
+        days = backfills.days_between(first.date(), last.date())
+    else:
+        raise click.UsageError("give --from and --to, or --missed")
+    if not days:
+        click.echo("no missed days: nothing to backfill")
+        return
+    try:
+        backfill_id = backfills.launch_backfill(webserver, days)
+        click.echo(f"backfill {backfill_id}: {len(days)} days, {days[0]} .. {days[-1]}")
+        if wait:
+            status = backfills.wait_for(webserver, backfill_id, timeout)
+            click.echo(f"backfill {backfill_id}: {status}")
+            if status not in ("COMPLETED", "COMPLETED_SUCCESS"):
+                raise SystemExit(1)
+    except backfills.BackfillError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command("missed-days")
+def missed_days() -> None:
+    """List the complete days whose payout was never materialized on this instance."""
+    import dagster as dg
+
+    from pf_platform.backfill import missed_days as find_missed
+    from pf_platform.demo import ensure_dagster_home
+
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        days = find_missed(instance)
+    for day in days:
+        click.echo(day)
+    click.echo(f"{len(days)} missed days", err=True)

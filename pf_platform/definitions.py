@@ -16,6 +16,7 @@ from pf_platform.resources.labeling import LabelingTaskResource
 from pf_platform.resources.lake import LakeResource
 from pf_platform.resources.payments.resource import PurpleFleaResource
 from pf_platform.resources.policy import PayoutPolicyResource
+from pf_platform.schedules import nightly_payout_schedule
 from pf_platform.settings import profile
 
 # A day's payouts are due by the next night's run; a partition older than that is stale.
@@ -53,6 +54,7 @@ def build_definitions(active_profile: str | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         jobs=[payout_job],
+        schedules=[nightly_payout_schedule],
         resources=build_resources(active_profile or profile()),
     )
 

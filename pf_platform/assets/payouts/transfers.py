@@ -1,7 +1,6 @@
 """The payout ledger: every transfer intent, written before sending, with its outcome."""
 
 import asyncio
-import statistics
 from collections import Counter, defaultdict
 from decimal import Decimal
 
@@ -18,6 +17,7 @@ from pf_platform.payouts.execution import (
 )
 from pf_platform.payouts.guard import check_spend
 from pf_platform.payouts.ledger import FAILED, SUCCEEDED, UNSETTLED, LedgerRow
+from pf_platform.payouts.report import distribution_markdown, latency_summary
 from pf_platform.resources.lake import LakeResource
 from pf_platform.resources.payments.resource import PurpleFleaResource
 from pf_platform.resources.policy import PayoutPolicyResource
@@ -186,7 +186,6 @@ def _money_table(rows: list[tuple[str, Decimal]], amount_column: str) -> dg.Meta
 
 def _metadata(report: SettlementReport, rows: list[LedgerRow], lake: LakeResource) -> dict:
     paid_by_agent = _paid_by_agent(rows)
-    latencies = sorted(report.batch_latencies_ms)
     top = sorted(paid_by_agent.items(), key=lambda item: (-item[1], item[0]))[:TOP_SHOWN]
     return {
         "transfers_sent": report.transfers_sent,
@@ -199,8 +198,10 @@ def _metadata(report: SettlementReport, rows: list[LedgerRow], lake: LakeResourc
         "agents_paid_this_run": len({r.agent_id for r in report.rows if r.status == SUCCEEDED}),
         "usdc_paid_for_day": str(sum(paid_by_agent.values(), Decimal(0))),
         "agents_paid_for_day": len(paid_by_agent),
-        "batch_latency_ms_p50": statistics.median(latencies) if latencies else 0.0,
-        "batch_latency_ms_max": latencies[-1] if latencies else 0.0,
+        "batch_latency_ms": dg.MetadataValue.json(latency_summary(report.batch_latencies_ms)),
+        "payout_distribution": dg.MetadataValue.md(
+            distribution_markdown(paid_by_agent, "USDC paid per agent for the day")
+        ),
         "top_earners": _money_table(top, "paid_usdc"),
         "table": lake.uri("agents", "transactions"),
     }
