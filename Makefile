@@ -9,7 +9,9 @@ export DAGSTER_HOME ?= $(PF_HOME)/dagster
 # Spark workers must run the project's interpreter, or mapInPandas cannot import pyarrow.
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: install demo test dev lint clean
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: install browser demo test dev lint clean
 
 install: $(STAMP)
 
@@ -22,7 +24,17 @@ $(STAMP): pyproject.toml setup.py
 demo: install
 	$(BIN)/pf-platform demo
 
-test: install
+# The UI test drives Debian's Chromium through playwright (which never downloads a browser here).
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "the UI test needs Debian's chromium: sudo apt-get install chromium" >&2; exit 1; \
+	  fi; \
+	fi
+
+test: install browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 dev: install

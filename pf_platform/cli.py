@@ -64,7 +64,7 @@ def dev(port: int) -> None:
     from pathlib import Path
 
     from pf_platform import settings
-    from pf_platform.demo import ensure_dagster_home, payments_api, register_agents
+    from pf_platform.demo import ensure_dagster_home, is_loopback, payments_api, register_agents
     from pf_platform.labeling.landing import resolve_dataset, spread_over_days
 
     ensure_dagster_home()
@@ -73,13 +73,16 @@ def dev(port: int) -> None:
     days = spread_over_days(dataset, settings.landing_root(), start)
     click.echo(f"landed {dataset.name} for {days[0]} .. {days[-1]} in {settings.landing_root()}")
     with payments_api() as (base_url, api_key):
-        if base_url.startswith("http://127.0.0.1:"):
+        if is_loopback(base_url):
             register_agents(base_url, api_key, dataset)
         env = dict(os.environ, PF_API_KEY=api_key, PF_API_BASE_URL=base_url)
         workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
         dagster = Path(sys.executable).with_name("dagster")
         click.echo(f"payments API at {base_url}; Dagster UI at http://127.0.0.1:{port}")
         command = [str(dagster), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
+        # A shell's `cmd &` starts us with SIGINT ignored, which exec passes on. A handled
+        # signal is reset to its default at exec, so handling it here restores it for dagster.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         process = subprocess.Popen(command, env=env, cwd=workspace.parent)
         # SIGTERM is passed on as the Ctrl-C that `dagster dev` shuts down cleanly on; then the
         # sandbox this command started is stopped on the way out.

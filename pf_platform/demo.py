@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
 import httpx
@@ -23,6 +24,7 @@ from pf_platform import settings
 from pf_platform.labeling.landing import Dataset, resolve_dataset, spread_over_days
 from pf_platform.partitions import FIRST_PAYOUT_DAY
 from pf_platform.sandbox.server import SandboxProcess, is_running
+from pf_platform.settings import DEFAULT_SANDBOX_PORT
 
 DEMO_DAYS = 7
 
@@ -35,6 +37,7 @@ class DaySummary:
     quarantined: int = 0
     agents_paid: int = 0
     usdc_paid: Decimal = Decimal(0)
+    usdc_confirmed: Decimal = Decimal(0)
     transfers_sent: int = 0
     succeeded: bool = True
 
@@ -79,11 +82,40 @@ def payments_api() -> Iterator[tuple[str, str]]:
     if is_running(base_url):
         yield base_url, _api_key()
         return
-    if not base_url.startswith("http://127.0.0.1:"):
+    if not is_loopback(base_url):
         raise click_error(f"the payments API at {base_url} does not answer")
-    port = int(base_url.rsplit(":", 1)[1])
+    port = urlsplit(base_url).port or DEFAULT_SANDBOX_PORT
     with SandboxProcess(settings.sandbox_dir() / "ledger.db", port=port) as sandbox:
         yield sandbox.base_url, _api_key()
+
+
+def is_loopback(base_url: str) -> bool:
+    """True for a plain-http URL on this machine: where the demo may start its own sandbox."""
+    parts = urlsplit(base_url)
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def check_days(dataset: Dataset, start: date, days: int) -> None:
+    """Refuses days that are not complete yet, and days already holding another dataset."""
+    last = start + timedelta(days=days - 1)
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    if start < date.fromisoformat(FIRST_PAYOUT_DAY) or last > yesterday:
+        raise click_error(
+            f"the demo pays complete days from {FIRST_PAYOUT_DAY} to {yesterday}; "
+            f"{start} .. {last} is outside them"
+        )
+    for offset in range(days):
+        folder = settings.landing_root() / (start + timedelta(days=offset)).isoformat()
+        others = [
+            path.name
+            for path in (folder.iterdir() if folder.is_dir() else ())
+            if not path.name.startswith((".", "_")) and path.stem != dataset.name
+        ]
+        if others:
+            raise click_error(
+                f"{folder} already holds {', '.join(sorted(others))}: another dataset's labels "
+                "would be paid beside these; use another PF_HOME or --start-date"
+            )
 
 
 def click_error(message: str) -> Exception:
@@ -127,6 +159,7 @@ def run_demo(
     start = start or date.fromisoformat(FIRST_PAYOUT_DAY)
     ensure_dagster_home()
     dataset = resolve_dataset(dataset_name)
+    check_days(dataset, start, days)
     landed = spread_over_days(dataset, settings.landing_root(), start, days)
     echo(f"landed {dataset.name} over {len(landed)} days in {settings.landing_root()}")
 
@@ -134,7 +167,7 @@ def run_demo(
     with payments_api() as (base_url, api_key):
         os.environ["PF_API_KEY"] = api_key
         os.environ["PF_API_BASE_URL"] = base_url
-        if base_url.startswith("http://127.0.0.1:"):
+        if is_loopback(base_url):
             register_agents(base_url, api_key, dataset)
 
         # Imported here so the resources read PF_API_BASE_URL as just set.
@@ -182,6 +215,7 @@ def _summarize(day: str, result: dg.ExecuteInProcessResult) -> DaySummary:
         quarantined=metadata("validate_labels", "quarantined_labels").get("rows", 0),
         agents_paid=transfers.get("agents_paid_this_run", 0),
         usdc_paid=Decimal(transfers.get("usdc_paid_this_run", "0")),
+        usdc_confirmed=Decimal(transfers.get("usdc_confirmed_this_run", "0")),
         transfers_sent=transfers.get("transfers_sent", 0),
         succeeded=result.success,
     )
@@ -201,7 +235,10 @@ def format_summary(summary: DemoSummary) -> str:
         f"transfers sent     {sent}",
         f"seconds            {summary.seconds:.1f}",
     ]
-    if sent == 0 and summary.succeeded:
+    confirmed = summary.total("usdc_confirmed")
+    if confirmed:
+        lines.append(f"USDC confirmed     {confirmed} (already paid under this run's keys)")
+    if sent == 0 and not confirmed and summary.succeeded:
         lines.append("nothing was owed that was not already paid: 0 transfers sent")
     if not summary.succeeded:
         failed = [day.day for day in summary.days if not day.succeeded]

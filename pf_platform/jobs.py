@@ -13,5 +13,7 @@ payout_job = dg.define_asset_job(
     "payout_job",
     selection=dg.AssetSelection.groups("labeling", "payouts"),
     op_retry_policy=PAYOUT_RETRY_POLICY,
+    # The steps run one after another anyway; one process per run saves a Python start per step.
+    executor_def=dg.in_process_executor,
     description="Ingest, validate and pay one day of label submissions.",
 )

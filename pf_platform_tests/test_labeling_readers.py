@@ -127,3 +127,15 @@ def test_missing_column_lands_as_null(tmp_path):
     (tmp_path / "d.jsonl").write_text(json.dumps({"record_id": "r1", "agent_id": "a"}) + "\n")
     (row,) = _rows(tmp_path)
     assert row["label"] is None and row["item_id"] is None and row["read_error"] is None
+
+
+def test_byte_order_mark_and_folders(tmp_path):
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfrecord_id,agent_id\r\nr1,a\r\n")
+    (tmp_path / "bom.jsonl").write_bytes(b'\xef\xbb\xbf{"record_id": "r2", "agent_id": "b"}\n')
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "x.csv").write_text("record_id\nr3\n")
+    rows = _rows(tmp_path)
+
+    assert [(row["record_id"], row["agent_id"]) for row in rows[:2]] == [("r1", "a"), ("r2", "b")]
+    assert rows[2]["source_file"] == "nested"
+    assert rows[2]["read_error"] == "nested: a folder; landing files must lie in the day folder"

@@ -214,3 +214,57 @@ def test_two_runs_of_one_day_at_once_pay_once(project_home, sandbox):
         assert row.status == "succeeded"
         found = sandbox.call("GET", f"/wallet/transactions?idempotency_key={row.idempotency_key}")
         assert [tx["tx_id"] for tx in found["transactions"]] == [row.tx_id]
+
+
+def test_labels_paid_on_one_day_are_never_paid_on_another(project_home, sandbox, instance):
+    land_day()
+    sandbox.register(list(OWED))
+    assert run(instance).success
+    later = settings.landing_root() / "2026-11-06"
+    later.mkdir(parents=True)
+    (later / "again.csv").write_text((settings.landing_root() / DAY / "a_good.csv").read_text())
+
+    relanded = run_day("2026-11-06", LABELS, instance)
+
+    assert relanded.success
+    quarantined = LakeResource().read_partition("jobs", "quarantined_labels", "2026-11-06")
+    assert set(quarantined["failed_expectations"].to_pylist()) == {"record_id_unique"}
+    assert quarantined.num_rows == 12
+    assert sandbox.balances() == OWED
+    assert sandbox.stats()["transfers_committed"] == 3
+
+
+def test_a_lost_ledger_never_pays_twice(project_home, sandbox, instance, monkeypatch, tmp_path):
+    land_day()
+    sandbox.register(list(OWED))
+    assert run(instance).success
+
+    # The same API and landing files, but the ledger is gone: the same keys are sent again.
+    monkeypatch.setenv("PF_LAKE_ROOT", str(tmp_path / "lake-same"))
+    same = run(instance)
+
+    assert same.success
+    metadata = materialization(same, "transfer_results", "transfer_results")
+    assert (metadata["usdc_paid_this_run"], metadata["usdc_confirmed_this_run"]) == (
+        "0",
+        "0.022000",
+    )
+    assert sandbox.balances() == OWED
+
+    # Lost again, and now the rate changed: the keys the API holds carry other amounts.
+    monkeypatch.setenv("PF_LAKE_ROOT", str(tmp_path / "lake-other"))
+    other = run(instance, labeling_task={"rate_usdc": "0.003"})
+
+    assert not other.success
+    assert "held by the API for another amount" in failure(other).description
+    rows = LakeResource().ledger().read(DAY)
+    assert {row.status for row in rows} == {"conflict"}
+    assert sandbox.balances() == OWED
+    assert sandbox.stats()["transfers_committed"] == 3
+
+    still = run(instance, labeling_task={"rate_usdc": "0.003"})
+
+    assert not still.success
+    lookup = next(row for row in LakeResource().ledger().read(DAY) if row.agent_id == "agent_a")
+    assert lookup.error.startswith("the API paid 0.008000 USDC to agent_a under this key")
+    assert sandbox.stats()["transfers_committed"] == 3

@@ -52,6 +52,7 @@ def test_daylight_saving_days_are_paid_once_each():
     ticks += [datetime(2027, 3, 14, 1, 0, tzinfo=tz) + timedelta(days=n) for n in range(2)]
     paid = [key for when in ticks for key in _tick(resolved, defs, when)]
     assert paid == ["2026-11-01", "2026-11-02", "2027-03-13", "2027-03-14"]
+
     def length(key: str) -> timedelta:
         window = partitions.time_window_for_partition_key(key)
         # Timestamps, not wall-clock subtraction, which ignores an offset change in one zone.

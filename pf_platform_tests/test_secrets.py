@@ -55,7 +55,9 @@ def test_api_key_never_leaks(project_home, sandbox, monkeypatch, caplog, capfd):
     other_day = "2026-11-06"
     other = settings.landing_root() / other_day
     other.mkdir(parents=True)
-    (other / "x.csv").write_text((settings.landing_root() / DAY / "a_good.csv").read_text())
+    header, *rows = (settings.landing_root() / DAY / "a_good.csv").read_text().splitlines()
+    # Other record ids: a label validated on one day is never paid on another.
+    (other / "x.csv").write_text("\n".join([header] + [f"x-{row}" for row in rows]) + "\n")
 
     with dg.DagsterInstance.ephemeral() as instance:
         paid = run_day(DAY, LABELS, instance)

@@ -32,9 +32,18 @@ def _label(record_id, agent, item, label, **extra):
     return dict(record_id=record_id, agent_id=agent, item_id=item, label=label, **extra)
 
 
-def _run(bronze: pa.Table, variables=VARIABLES):
+OWNERS = pa.schema(
+    [("record_id", pa.string()), ("source_file", pa.string()), ("source_line", pa.int64())]
+)
+
+
+def _run(bronze: pa.Table, variables=VARIABLES, owners=(), other_days=()):
     return ModelProject(variables).run_duckdb(
-        {"label_submissions": bronze},
+        {
+            "label_submissions": bronze,
+            "same_day_owners": pa.Table.from_pylist(list(owners), schema=OWNERS),
+            "other_day_records": pa.table({"record_id": pa.array(list(other_days), pa.string())}),
+        },
         ["validated_labels", "quarantined_labels", "agent_payout_summary"],
     )
 
@@ -144,3 +153,49 @@ def test_sql_literals_escape_and_refuse_unknown_types():
     assert sql_literal(Decimal("0.002")) == "'0.002'"
     with pytest.raises(TypeError):
         sql_literal(0.002)
+
+
+def test_an_agent_counts_once_per_item_and_cannot_make_consensus_alone():
+    labels = [
+        _label("m1", "mallory", "i4", "happy"),
+        _label("m2", "mallory", "i4", "happy"),
+        _label("m3", "mallory", "i4", "happy"),
+        _label("a1", "alice", "i5", "angry"),  # invalid label: alice's next label of i5 counts
+        _label("a2", "alice", "i5", "sad"),
+        _label("b1", "bob", "i5", "sad"),
+    ]
+    out = _run(_bronze(*labels))
+
+    failed = {
+        r["record_id"]: r["failed_expectations"] for r in out["quarantined_labels"].to_pylist()
+    }
+    assert failed == {"m2": "agent_item_unique", "m3": "agent_item_unique", "a1": "label_in_set"}
+    summary = {r["agent_id"]: r for r in out["agent_payout_summary"].to_pylist()}
+    # mallory's three labels are one vote: below min_votes, so no consensus and no pay.
+    assert summary["mallory"]["labels_with_consensus"] == 0
+    assert summary["mallory"]["amount_owed_usdc"] == 0
+    assert summary["alice"]["amount_owed_usdc"] == Decimal("0.002")
+
+
+def test_a_record_validated_before_keeps_its_row():
+    # r1 was validated on another day; r2 was validated today from b.csv line 2, and now a file
+    # that sorts earlier repeats r2 for another agent.
+    bronze = _bronze(
+        _label("r1", "a1", "i1", "happy"),
+        _label("r2", "a1", "i2", "happy", source_file="b.csv", source_line=2),
+        _label("r2", "a9", "i2", "happy", source_file="a.csv", source_line=7),
+    )
+    out = _run(
+        bronze,
+        owners=[{"record_id": "r2", "source_file": "b.csv", "source_line": 2}],
+        other_days=["r1"],
+    )
+
+    failed = {
+        (r["record_id"], r["agent_id"]): r["failed_expectations"]
+        for r in out["quarantined_labels"].to_pylist()
+    }
+    assert failed == {("r1", "a1"): "record_id_unique", ("r2", "a9"): "record_id_unique"}
+    assert [(r["record_id"], r["agent_id"]) for r in out["validated_labels"].to_pylist()] == [
+        ("r2", "a1")
+    ]

@@ -1,12 +1,79 @@
 -- Every bronze row of the day, with the comma-separated names of the expectations it fails.
 -- Spark SQL dialect: the runner transpiles it for DuckDB.
-with ranked as (
+--
+-- Sources besides the day's rows: same_day_owners holds the rows this day validated before (so
+-- a record_id or an agent's label for an item keeps the row that was validated, and perhaps
+-- paid, first, whatever files land later), and other_day_records the record_ids validated on any
+-- other day (a label is paid on one day only).
+with owned as (
     select
         s.*,
-        row_number() over (
-            partition by record_id order by source_file, source_line
-        ) as record_rank
+        o.record_id is not null as owned_before,
+        d.record_id is not null as validated_on_another_day
     from {{ source('label_submissions') }} as s
+    left join {{ source('same_day_owners') }} as o
+        on
+            s.record_id = o.record_id
+            and s.source_file = o.source_file
+            and s.source_line = o.source_line
+    left join {{ source('other_day_records') }} as d on s.record_id = d.record_id
+),
+
+ranked as (
+    select
+        *,
+        row_number() over (
+            partition by record_id
+            order by case when owned_before then 0 else 1 end, source_file, source_line
+        ) as record_rank
+    from owned
+),
+
+checked as (
+    select
+        *,
+        case
+            when read_error is not null then 'row_readable'
+            else concat_ws(
+                ',',
+                case when record_id is null or trim(record_id) = '' then 'record_id_present' end,
+                case
+                    when
+                        record_id is not null
+                        and trim(record_id) <> ''
+                        and (record_rank > 1 or validated_on_another_day)
+                        then 'record_id_unique'
+                end,
+                case when agent_id is null or trim(agent_id) = '' then 'agent_id_present' end,
+                case when item_id is null or trim(item_id) = '' then 'item_id_present' end,
+                case
+                    when label is null or label not in ({{ var('label_set') }})
+                        then 'label_in_set'
+                end,
+                case
+                    when confidence is not null
+                        and trim(confidence) <> ''
+                        and not coalesce(try_cast(confidence as double) between 0 and 1, false)
+                        then 'confidence_in_range'
+                end
+            )
+        end as row_failures
+    from ranked
+),
+
+agent_items as (
+    select
+        *,
+        -- Among an agent's otherwise valid labels of one item, only the first counts.
+        row_number() over (
+            partition by agent_id, item_id
+            order by
+                case when row_failures = '' then 0 else 1 end,
+                case when owned_before then 0 else 1 end,
+                source_file,
+                source_line
+        ) as agent_item_rank
+    from checked
 )
 
 select
@@ -21,25 +88,7 @@ select
     read_error,
     raw,
     case
-        when read_error is not null then 'row_readable'
-        else concat_ws(
-            ',',
-            case when record_id is null or trim(record_id) = '' then 'record_id_present' end,
-            case
-                when record_id is not null and trim(record_id) <> '' and record_rank > 1
-                    then 'record_id_unique'
-            end,
-            case when agent_id is null or trim(agent_id) = '' then 'agent_id_present' end,
-            case when item_id is null or trim(item_id) = '' then 'item_id_present' end,
-            case
-                when label is null or label not in ({{ var('label_set') }}) then 'label_in_set'
-            end,
-            case
-                when confidence is not null
-                    and trim(confidence) <> ''
-                    and not coalesce(try_cast(confidence as double) between 0 and 1, false)
-                    then 'confidence_in_range'
-            end
-        )
+        when row_failures = '' and agent_item_rank > 1 then 'agent_item_unique'
+        else row_failures
     end as failed_expectations
-from ranked
+from agent_items

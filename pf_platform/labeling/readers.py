@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 FIELDS = ("record_id", "item_id", "agent_id", "label", "confidence", "submitted_at")
 MAX_LINE_BYTES = 1 << 20
+UTF8_BOM = b"\xef\xbb\xbf"
 RAW_PREVIEW_CHARS = 512
 
 BRONZE_SCHEMA = pa.schema(
@@ -43,7 +44,11 @@ def read_landing_folder(folder: Path) -> pa.Table:
     rows: list[Row] = []
     if folder.is_dir():
         for path in sorted(folder.iterdir()):
-            if path.is_file() and not path.name.startswith((".", "_")):
+            if path.name.startswith((".", "_")):
+                continue
+            if path.is_dir():
+                rows.append(_file_error(path, "a folder; landing files must lie in the day folder"))
+            else:
                 rows.extend(read_file(path))
     return pa.Table.from_pylist(rows, schema=BRONZE_SCHEMA)
 
@@ -78,6 +83,9 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes | None, str | None]]:
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             line = line.rstrip(b"\r\n")
+            if number == 1:
+                # Spreadsheet exports often open with a byte-order mark; it is not data.
+                line = line.removeprefix(UTF8_BOM)
             if not line.strip():
                 continue
             if len(line) > MAX_LINE_BYTES:

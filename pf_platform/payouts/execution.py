@@ -14,11 +14,20 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from pf_platform.payouts.ledger import FAILED, SUCCEEDED, UNKNOWN, UNSETTLED, Ledger, LedgerRow
+from pf_platform.payouts.ledger import (
+    CONFLICT,
+    FAILED,
+    SUCCEEDED,
+    UNKNOWN,
+    UNSETTLED,
+    Ledger,
+    LedgerRow,
+)
 from pf_platform.payouts.planning import RESUME, PlannedTransfer
 from pf_platform.resources.payments.client import BatchOutcome, PurpleFleaClient, send_batches
 from pf_platform.resources.payments.errors import (
     AuthenticationError,
+    IdempotencyConflictError,
     PermissionDeniedError,
     PurpleFleaError,
 )
@@ -40,12 +49,37 @@ class SettlementReport:
     reconciled: int = 0
     batch_latencies_ms: list[float] = field(default_factory=list)
     stopped_reason: str | None = None
+    # Keys this run found already paid: by lookup, or answered as a replay of an earlier request.
+    confirmed_keys: set[str] = field(default_factory=set)
 
     def count(self, status: str) -> int:
         return sum(1 for row in self.rows if row.status == status)
 
     def paid(self) -> Decimal:
-        return sum((row.amount_usdc for row in self.rows if row.status == SUCCEEDED), Decimal(0))
+        """USDC that moved on this run's own requests (replays and lookups excluded).
+
+        A replay answering this run's retry after a lost response counts as confirmed, not
+        paid: the API's answer cannot tell which attempt moved the money.
+        """
+        return sum(
+            (
+                row.amount_usdc
+                for row in self.rows
+                if row.status == SUCCEEDED and row.idempotency_key not in self.confirmed_keys
+            ),
+            Decimal(0),
+        )
+
+    def confirmed(self) -> Decimal:
+        """USDC this run found already paid under its keys."""
+        return sum(
+            (
+                row.amount_usdc
+                for row in self.rows
+                if row.status == SUCCEEDED and row.idempotency_key in self.confirmed_keys
+            ),
+            Decimal(0),
+        )
 
 
 def pay_planned(
@@ -153,6 +187,7 @@ async def settle_plan(
     resumed = [transfer for transfer in planned if transfer.action == RESUME]
     found = await _reconcile(client, resumed, intents, concurrency, run_id)
     report.reconciled = len(found)
+    report.confirmed_keys.update(found)
     if found:
         settled(list(found.values()))
 
@@ -177,6 +212,9 @@ async def settle_plan(
         report.transfers_sent += len(outcome.transfers)
         report.requests_sent += outcome.attempts
         report.batch_latencies_ms.append(outcome.duration_ms)
+        for result in outcome.results or ():
+            if result.success and result.replayed and result.idempotency_key:
+                report.confirmed_keys.add(result.idempotency_key)
         rows = _outcome_rows(outcome, intents, run_id)
         if any(row.error == INSUFFICIENT_FUNDS for row in rows):
             report.stopped_reason = INSUFFICIENT_FUNDS
@@ -195,13 +233,27 @@ async def _reconcile(
     concurrency: int,
     run_id: str,
 ) -> dict[str, LedgerRow]:
-    """Looks up unsettled keys; returns the rows the API shows as paid, settled."""
+    """Looks up unsettled keys; returns the rows the API knows, settled.
+
+    A key the API paid as intended is ``succeeded``; a key it holds for another recipient or
+    amount is a ``conflict``, never re-sent (a new key would pay the agent a second time).
+    """
     records = await lookup_keys(client, [t.idempotency_key for t in resumed], concurrency)
-    return {
-        key: intents[key].settle(SUCCEEDED, tx_id=found[0].tx_id, run_id=run_id)
-        for key, found in records.items()
-        if found
-    }
+    settled = {}
+    for key, found in records.items():
+        if not found:
+            continue
+        intent, record = intents[key], found[0]
+        if (record.recipient_agent_id, record.amount_usdc) == (intent.agent_id, intent.amount_usdc):
+            settled[key] = intent.settle(SUCCEEDED, tx_id=record.tx_id, run_id=run_id)
+        else:
+            error = (
+                f"the API paid {record.amount_usdc} USDC to {record.recipient_agent_id} under "
+                f"this key (tx {record.tx_id}); the ledger meant {intent.amount_usdc} USDC to "
+                f"{intent.agent_id}"
+            )
+            settled[key] = intent.settle(CONFLICT, tx_id=record.tx_id, error=error, run_id=run_id)
+    return settled
 
 
 async def lookup_keys(client: PurpleFleaClient, keys: Sequence[str], concurrency: int) -> dict:
@@ -223,7 +275,7 @@ async def lookup_keys(client: PurpleFleaClient, keys: Sequence[str], concurrency
 def _refused(error: PurpleFleaError | None) -> bool:
     """True when the API answered the whole batch with a definite refusal: nothing committed.
 
-    A 4xx other than 429 is decided before anything moves (bad key, bad request, key conflict);
+    A 4xx other than 429 is decided before anything moves (bad key, bad request);
     every other failure (timeouts, dropped connections, 5xx, 429 after the last attempt) leaves
     the outcome unknown.
     """
@@ -235,7 +287,13 @@ def _outcome_rows(
     outcome: BatchOutcome, intents: dict[str, LedgerRow], run_id: str
 ) -> list[LedgerRow]:
     if outcome.results is None:
-        status = FAILED if _refused(outcome.error) else UNKNOWN
+        if isinstance(outcome.error, IdempotencyConflictError):
+            # The API holds these keys with other content: money may have moved under them.
+            status = CONFLICT
+        elif _refused(outcome.error):
+            status = FAILED
+        else:
+            status = UNKNOWN
         error = _describe(outcome.error)
         return [
             intents[transfer.idempotency_key].settle(status, error=error, sent=True, run_id=run_id)
@@ -288,7 +346,7 @@ async def reconcile_ledger(
         api_count += len(found)
         api_usdc += sum((record.amount_usdc for record in found), Decimal(0))
         if row.status in UNSETTLED:
-            mismatches.append(f"{row.idempotency_key}: unsettled ({row.status})")
+            mismatches.append(f"{row.idempotency_key}: unsettled ({row.status}) {row.error or ''}")
         elif row.status == FAILED and found:
             mismatches.append(f"{row.idempotency_key}: ledger says failed, API paid it")
         elif row.status == SUCCEEDED:

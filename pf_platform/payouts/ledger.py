@@ -4,8 +4,10 @@ The protocol that makes a payout exactly-once:
 
 1. An intent row (status ``pending``) is committed *before* its transfer is sent.
 2. Each outcome is recorded: ``succeeded`` with the API's tx_id, ``failed`` with the API's error
-   code when the API refused the item (the key was not consumed, so nothing moved), or
-   ``unknown`` when no answer came back (timeout, dropped connection, retries exhausted).
+   code when the API refused the item (the key was not consumed, so nothing moved), ``unknown``
+   when no answer came back (timeout, dropped connection, retries exhausted), or ``conflict``
+   when the API holds the key for another amount or recipient (the ledger and the API disagree
+   about money that may have moved: nothing more is sent for it until a person has looked).
 3. A ``pending`` or ``unknown`` row is never re-sent blindly: the next run first looks its key up
    on the API and only re-sends, with the same key, if the API has no transaction for it.
 
@@ -32,7 +34,8 @@ PENDING = "pending"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 UNKNOWN = "unknown"
-UNSETTLED = (PENDING, UNKNOWN)
+CONFLICT = "conflict"
+UNSETTLED = (PENDING, UNKNOWN, CONFLICT)
 
 USDC_TYPE = pa.decimal128(38, 6)
 

@@ -39,6 +39,16 @@ class LakeResource(dg.ConfigurableResource):
             return None
         return delta.to_pyarrow_table(filters=[(PARTITION_COLUMN, "=", partition)])
 
+    def read_table(
+        self, schema: str, table: str, *, columns: list[str] | None = None, filters=None
+    ) -> pa.Table | None:
+        """Some columns of a table's rows, or None when the table does not exist yet."""
+        try:
+            delta = DeltaTable(self.uri(schema, table), storage_options=self._options())
+        except TableNotFoundError:
+            return None
+        return delta.to_pyarrow_table(columns=columns, filters=filters)
+
     @retry_on_commit_conflict
     def overwrite_partition(self, schema: str, table: str, partition: str, data: pa.Table) -> int:
         """Replaces one partition's rows with ``data``; returns the table version written."""

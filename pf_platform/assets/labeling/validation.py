@@ -16,11 +16,15 @@ from pf_platform.sql.runner import ModelProject
 EXPECTATIONS = {
     "row_readable": "the row could be read (UTF-8, size limit, field count, JSON object)",
     "record_id_present": "record_id is present",
-    "record_id_unique": "record_id appears once in the day (the first row read is kept)",
+    "record_id_unique": (
+        "record_id appears once: never validated on another day, and once in the day (the row "
+        "validated first keeps it)"
+    ),
     "agent_id_present": "agent_id is present and not blank",
     "item_id_present": "item_id is present and not blank",
     "label_in_set": "label is one of the task's label set",
     "confidence_in_range": "confidence, when given, is a number within [0, 1]",
+    "agent_item_unique": "an agent labels an item once (its first valid label counts)",
 }
 EXAMPLES_SHOWN = 5
 
@@ -60,7 +64,8 @@ def validate_labels(
 
     project = ModelProject(labeling_task.sql_variables())
     tables = project.run_duckdb(
-        {"label_submissions": bronze}, ["validated_labels", "quarantined_labels"]
+        {"label_submissions": bronze, **_known_records(lake, day)},
+        ["validated_labels", "quarantined_labels"],
     )
     validated, quarantined = tables["validated_labels"], tables["quarantined_labels"]
 
@@ -90,6 +95,27 @@ def validate_labels(
     )
     for name in EXPECTATIONS:
         yield _expectation_result(name, quarantined, bronze.num_rows)
+
+
+def _known_records(lake: LakeResource, day: str) -> dict[str, pa.Table]:
+    """What earlier validations decided: this day's owners, and record_ids of other days."""
+    owners_schema = pa.schema(
+        [("record_id", pa.string()), ("source_file", pa.string()), ("source_line", pa.int64())]
+    )
+    owners = lake.read_partition("jobs", "validated_labels", day)
+    others = lake.read_table(
+        "jobs", "validated_labels", columns=["record_id"], filters=[(PARTITION_COLUMN, "!=", day)]
+    )
+    return {
+        "same_day_owners": (
+            owners.select(owners_schema.names).cast(owners_schema)
+            if owners is not None
+            else owners_schema.empty_table()
+        ),
+        "other_day_records": (
+            others if others is not None else pa.schema([("record_id", pa.string())]).empty_table()
+        ),
+    }
 
 
 def _failures_of(quarantined: pa.Table, name: str) -> pa.Table:

@@ -16,7 +16,7 @@ from pf_platform.payouts.execution import (
     reconcile_ledger,
 )
 from pf_platform.payouts.guard import check_spend
-from pf_platform.payouts.ledger import FAILED, SUCCEEDED, UNSETTLED, LedgerRow
+from pf_platform.payouts.ledger import CONFLICT, FAILED, SUCCEEDED, UNSETTLED, LedgerRow
 from pf_platform.payouts.report import distribution_markdown, latency_summary
 from pf_platform.resources.lake import LakeResource
 from pf_platform.resources.payments.resource import PurpleFleaResource
@@ -145,6 +145,17 @@ def transfer_results(
             # A retry would be refused the same way; a person has to act first.
             allow_retries=False,
         )
+    conflicts = [row for row in rows if row.status == CONFLICT]
+    if conflicts:
+        raise dg.Failure(
+            description=(
+                f"{len(conflicts)} keys of {day} are held by the API for another amount or "
+                "recipient than the ledger says; nothing more is sent for them until a person "
+                f"reviews: {conflicts[0].idempotency_key}: {conflicts[0].error}"
+            ),
+            metadata=metadata,
+            allow_retries=False,
+        )
     unsettled = [row for row in rows if row.status in UNSETTLED]
     if unsettled:
         raise dg.Failure(
@@ -195,7 +206,14 @@ def _metadata(report: SettlementReport, rows: list[LedgerRow], lake: LakeResourc
         "failed": report.count(FAILED),
         "unknown": sum(1 for row in report.rows if row.status in UNSETTLED),
         "usdc_paid_this_run": str(report.paid()),
-        "agents_paid_this_run": len({r.agent_id for r in report.rows if r.status == SUCCEEDED}),
+        "usdc_confirmed_this_run": str(report.confirmed()),
+        "agents_paid_this_run": len(
+            {
+                row.agent_id
+                for row in report.rows
+                if row.status == SUCCEEDED and row.idempotency_key not in report.confirmed_keys
+            }
+        ),
         "usdc_paid_for_day": str(sum(paid_by_agent.values(), Decimal(0))),
         "agents_paid_for_day": len(paid_by_agent),
         "batch_latency_ms": dg.MetadataValue.json(latency_summary(report.batch_latencies_ms)),
