@@ -6,7 +6,7 @@ exact decimal literal):
 - ``GET /health`` (no key).
 - ``POST /wallet/batch-transfer``, ``GET /wallet/balances``, ``GET /wallet/transactions``.
 - ``POST /escrow/create``, ``POST /escrow/release``, ``GET /escrow/{escrow_id}``.
-- ``/admin/...`` (treasury key): ``agents``, ``fund``, ``faults``, ``clock``, ``stats``,
+- ``/admin/...`` (treasury key): ``agents``, ``fund``, ``balances``, ``faults``, ``clock``, ``stats``,
   ``audit``, ``escrow/sweep``.
 
 Every response carries ``X-Request-Id``; every error body is
@@ -37,6 +37,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pf_platform.sandbox.faults import FaultInjector, FaultPlan, InvalidKnobError
 from pf_platform.sandbox.ledger import (
+    BTC_PLACES,
+    ETH_PLACES,
     MAX_BATCH_SIZE,
     MAX_PAGE_SIZE,
     TREASURY,
@@ -45,6 +47,7 @@ from pf_platform.sandbox.ledger import (
     LedgerError,
     iso_utc,
     parse_amount,
+    parse_crypto_amount,
     parse_escrow_spec,
     parse_transfer,
 )
@@ -144,6 +147,7 @@ def create_app(ledger: Ledger, faults: FaultInjector) -> ASGIApp:
         Route("/escrow/{escrow_id}", api.get_escrow, methods=["GET"]),
         Route("/admin/agents", api.register_agents, methods=["POST"]),
         Route("/admin/fund", api.fund, methods=["POST"]),
+        Route("/admin/balances", api.set_balances, methods=["POST"]),
         Route("/admin/faults", api.get_faults, methods=["GET"]),
         Route("/admin/faults", api.set_faults, methods=["POST"]),
         Route("/admin/clock", api.clock, methods=["GET", "POST"]),
@@ -287,6 +291,16 @@ class _Api:
         if not isinstance(agent_id, str) or not agent_id:
             raise ApiError(400, "invalid_request", "agent_id is required")
         return JsonResponse(self.ledger.fund(agent_id, parse_amount(body.get("amount_usdc"))))
+
+    async def set_balances(self, request: Request) -> Response:
+        self._caller(request, treasury=True)
+        body = await _json_body(request)
+        agent_id = body.get("agent_id")
+        if not isinstance(agent_id, str) or not agent_id:
+            raise ApiError(400, "invalid_request", "agent_id is required")
+        btc = parse_crypto_amount(body.get("btc"), "btc", BTC_PLACES)
+        eth = parse_crypto_amount(body.get("eth"), "eth", ETH_PLACES)
+        return JsonResponse(self.ledger.set_crypto_balances(agent_id, btc, eth))
 
     async def get_faults(self, request: Request) -> Response:
         self._caller(request, treasury=True)

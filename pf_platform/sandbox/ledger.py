@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ SYSTEM_ACCOUNTS = (MINT, TREASURY, PLATFORM_FEES, ESCROW_HOLDING)
 
 MAX_BATCH_SIZE = 1000
 MAX_PAGE_SIZE = 1000
+# Satoshi and wei: the smallest units a BTC or ETH balance can be set in.
+BTC_PLACES = 8
+ETH_PLACES = 18
 MAX_AGENT_ID_LENGTH = 128
 # 10^12 USDC: far above any real payout, and every sum of such amounts stays inside SQLite's
 # signed 64-bit INTEGER.
@@ -281,8 +284,11 @@ def iso_utc(timestamp: float) -> str:
 
 def plain_decimal(value: Decimal) -> Decimal:
     """``value`` without trailing zeros, and without an exponent where str() allows it."""
-    # normalize() alone turns 100 into 1E+2; re-reading the fixed-point text keeps it 100.
-    return Decimal(format(value.normalize(), "f"))
+    # The default context keeps 28 digits and an ETH balance can have 38, so normalize() runs
+    # with as many digits as the value has and rounds nothing.
+    with localcontext(prec=max(len(value.as_tuple().digits), 1)):
+        # normalize() alone turns 100 into 1E+2; re-reading the fixed-point text keeps it 100.
+        return Decimal(format(value.normalize(), "f"))
 
 
 def wire_usdc(micros: int) -> Decimal:
@@ -325,6 +331,25 @@ def parse_amount(value: Any) -> int:
     if micros > MAX_AMOUNT_MICROS:
         raise LedgerError("invalid_amount", f"amount_usdc is too large: {value}")
     return micros
+
+
+def parse_crypto_amount(value: Any, name: str, places: int) -> Decimal | None:
+    """Reads a BTC or ETH balance from a request body; None when the field is absent.
+
+    Raises:
+        LedgerError: ``invalid_amount`` for anything but a JSON number that is finite, not
+            negative, and has at most ``places`` decimal places.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise LedgerError("invalid_amount", f"{name} must be a JSON number, not {value!r}")
+    amount = Decimal(value)
+    if not amount.is_finite() or amount < 0:
+        raise LedgerError("invalid_amount", f"{name} must be a finite number >= 0, not {value}")
+    if plain_decimal(amount).as_tuple().exponent < -places:
+        raise LedgerError("invalid_amount", f"{name} has more than {places} decimal places")
+    return amount
 
 
 def parse_transfer(item: Any) -> TransferIntent:
@@ -559,6 +584,42 @@ class Ledger:
             "agent_id": account,
             "amount_usdc": wire_usdc(micros),
             "balance_usdc": wire_usdc(balance),
+        }
+
+    def set_crypto_balances(
+        self, account: str, btc: Decimal | None, eth: Decimal | None
+    ) -> dict[str, Any]:
+        """Sets an agent's BTC and ETH holdings outright (tests and benchmarks only).
+
+        Only USDC moves through the double-entry ledger; BTC and ETH are reported balances, so
+        setting them posts no transaction and leaves ``last_tx_id`` as it was.
+
+        Args:
+            account: the agent.
+            btc: the new BTC balance, or None to keep the current one.
+            eth: the new ETH balance, or None to keep the current one.
+
+        Raises:
+            LedgerError: ``unknown_agent`` when the account is not an agent.
+        """
+        with self._write() as cur:
+            row = cur.execute(
+                "SELECT role, btc, eth FROM accounts WHERE agent_id = ?", (account,)
+            ).fetchone()
+            if row is None or row["role"] != "agent":
+                raise LedgerError("unknown_agent", f"no such agent: {account!r}")
+            stored = {
+                "btc": row["btc"] if btc is None else str(plain_decimal(btc)),
+                "eth": row["eth"] if eth is None else str(plain_decimal(eth)),
+            }
+            cur.execute(
+                "UPDATE accounts SET btc = ?, eth = ? WHERE agent_id = ?",
+                (stored["btc"], stored["eth"], account),
+            )
+        return {
+            "agent_id": account,
+            "btc": _wire_decimal(stored["btc"]),
+            "eth": _wire_decimal(stored["eth"]),
         }
 
     # -- transfers --------------------------------------------------------------------------
