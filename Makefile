@@ -11,7 +11,7 @@ export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install browser demo test dev lint clean
+.PHONY: install browser demo test dev bench lint clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Figures, not pass/fail timings: each benchmark prints what it measured.
+bench: install
+	$(BIN)/python -m pf_platform.bench.wallets
 
 dev: install
 	$(BIN)/pf-platform dev

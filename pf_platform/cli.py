@@ -8,6 +8,7 @@ import click
 
 from pf_platform.partitions import FIRST_PAYOUT_DAY
 from pf_platform.sandbox.cli import sandbox
+from pf_platform.wallets.cli import wallets
 
 
 @click.group()
@@ -16,6 +17,7 @@ def main() -> None:
 
 
 main.add_command(sandbox)
+main.add_command(wallets)
 
 
 @main.command()

@@ -11,6 +11,8 @@ from pf_platform.assets.labeling.validation import validate_labels
 from pf_platform.assets.payouts.batches import payout_batches
 from pf_platform.assets.payouts.summary import agent_payout_summary
 from pf_platform.assets.payouts.transfers import transfer_results
+from pf_platform.assets.wallets.schedules import agent_wallets_schedule, wallet_snapshot_job
+from pf_platform.assets.wallets.snapshot import agent_wallets
 from pf_platform.jobs import payout_job
 from pf_platform.resources.labeling import LabelingTaskResource
 from pf_platform.resources.lake import LakeResource
@@ -52,9 +54,10 @@ def build_definitions(active_profile: str | None = None) -> dg.Definitions:
         ],
     )
     return dg.Definitions(
-        assets=assets,
-        jobs=[payout_job],
-        schedules=[nightly_payout_schedule],
+        # agent_wallets keeps its own 5/10-minute freshness policy.
+        assets=[*assets, agent_wallets],
+        jobs=[payout_job, wallet_snapshot_job],
+        schedules=[nightly_payout_schedule, agent_wallets_schedule],
         resources=build_resources(active_profile or profile()),
     )
 

@@ -14,6 +14,7 @@ ASSETS = {
     "agent_payout_summary",
     "payout_batches",
     "transfer_results",
+    "agent_wallets",
 }
 
 

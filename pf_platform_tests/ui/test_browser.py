@@ -34,8 +34,9 @@ SLOW = 180_000  # ms; the UI waits on a code server and on steps run in subproce
 def _wait_for_run_success(page: Page, url: str, timeout_s: float = 420) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        page.goto(f"{url}/runs")
-        page.get_by_text("payout_job").first.wait_for(timeout=SLOW)
+        # The job's own runs page: the wallet schedule's runs must not count.
+        page.goto(f"{url}/locations/pf_platform.definitions/jobs/payout_job/runs")
+        page.get_by_text(DAY).first.wait_for(timeout=SLOW)
         body = page.inner_text("body")
         if "Success" in body:
             return
