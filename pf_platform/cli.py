@@ -6,6 +6,7 @@ from datetime import date
 
 import click
 
+from pf_platform.escrow.cli import escrow
 from pf_platform.partitions import FIRST_PAYOUT_DAY
 from pf_platform.sandbox.cli import sandbox
 from pf_platform.wallets.cli import wallets
@@ -18,6 +19,7 @@ def main() -> None:
 
 main.add_command(sandbox)
 main.add_command(wallets)
+main.add_command(escrow)
 
 
 @main.command()

@@ -6,6 +6,12 @@ from datetime import timedelta
 
 import dagster as dg
 
+from pf_platform.assets.escrow import (
+    ESCROW_ASSETS,
+    MlflowResource,
+    escrow_release_job,
+    escrows_job,
+)
 from pf_platform.assets.labeling.submissions import label_submissions
 from pf_platform.assets.labeling.validation import validate_labels
 from pf_platform.assets.payouts.batches import payout_batches
@@ -19,6 +25,7 @@ from pf_platform.resources.lake import LakeResource
 from pf_platform.resources.payments.resource import PurpleFleaResource
 from pf_platform.resources.policy import PayoutPolicyResource
 from pf_platform.schedules import nightly_payout_schedule
+from pf_platform.sensors import escrow_bounty_sensor, escrow_release_sensor
 from pf_platform.settings import profile
 
 # A day's payouts are due by the next night's run; a partition older than that is stale.
@@ -38,6 +45,7 @@ def build_resources(active_profile: str) -> dict[str, dg.ConfigurableResource]:
         "lake": LakeResource(),
         "labeling_task": LabelingTaskResource(),
         "payout_policy": PayoutPolicyResource(),
+        "mlflow": MlflowResource(),
     }
 
 
@@ -54,10 +62,12 @@ def build_definitions(active_profile: str | None = None) -> dg.Definitions:
         ],
     )
     return dg.Definitions(
-        # agent_wallets keeps its own 5/10-minute freshness policy.
-        assets=[*assets, agent_wallets],
-        jobs=[payout_job, wallet_snapshot_job],
+        # agent_wallets keeps its own 5/10-minute freshness policy; the escrow assets are
+        # partitioned per bounty, not per day, so the daily policy does not apply to them.
+        assets=[*assets, agent_wallets, *ESCROW_ASSETS],
+        jobs=[payout_job, wallet_snapshot_job, escrows_job, escrow_release_job],
         schedules=[nightly_payout_schedule, agent_wallets_schedule],
+        sensors=[escrow_bounty_sensor, escrow_release_sensor],
         resources=build_resources(active_profile or profile()),
     )
 

@@ -47,13 +47,15 @@ class DemoSummary:
     dataset: str
     days: list[DaySummary] = field(default_factory=list)
     seconds: float = 0.0
+    escrow: object | None = None
 
     def total(self, name: str):
         return sum((getattr(day, name) for day in self.days), type(getattr(DaySummary(""), name))())
 
     @property
     def succeeded(self) -> bool:
-        return all(day.succeeded for day in self.days)
+        escrow_ok = self.escrow is None or self.escrow.succeeded
+        return all(day.succeeded for day in self.days) and escrow_ok
 
 
 INSTANCE_CONFIG = """\
@@ -196,6 +198,10 @@ def run_demo(
                     f"{day_summary.usdc_paid} USDC paid"
                     + ("" if day_summary.succeeded else f"  FAILED (run {result.run_id})")
                 )
+            # The escrow bonus: three agents train, the one whose run crosses the target is paid.
+            from pf_platform.escrow.demo import run_escrow_demo
+
+            summary.escrow = run_escrow_demo(base_url, api_key, instance, echo)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -235,6 +241,8 @@ def format_summary(summary: DemoSummary) -> str:
         f"transfers sent     {sent}",
         f"seconds            {summary.seconds:.1f}",
     ]
+    if summary.escrow is not None:
+        lines.append(f"escrow released    {summary.escrow.line()}")
     confirmed = summary.total("usdc_confirmed")
     if confirmed:
         lines.append(f"USDC confirmed     {confirmed} (already paid under this run's keys)")
