@@ -8,22 +8,24 @@ import statistics
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on a server; must precede pyplot
-
-import matplotlib.pyplot as plt
+from pf_platform.payouts.money import to_micros
 
 
 def distribution_markdown(paid: Mapping[str, Decimal], title: str) -> str:
     """A histogram of per-agent USDC paid, as a markdown image the Dagster UI renders inline."""
     if not paid:
         return "no agent paid"
-    # Plotting needs floats; the exact amounts stay in the ledger and in the tables beside this.
-    amounts = [float(amount) for amount in paid.values()]
+    # Imported here: matplotlib costs most of a second, and only this function needs it.
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a server; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    # Exact integer micro-USDC on the axis: no amount passes through a float in this module.
+    amounts = [to_micros(amount) for amount in paid.values()]
     figure, axes = plt.subplots(figsize=(6, 3), dpi=100)
     axes.hist(amounts, bins=min(20, max(5, len(amounts) // 2)), color="#7c3aed")
-    axes.set_xlabel("USDC paid per agent")
+    axes.set_xlabel("micro-USDC paid per agent")
     axes.set_ylabel("agents")
     axes.set_title(title)
     figure.tight_layout()
