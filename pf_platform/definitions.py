@@ -24,6 +24,7 @@ from pf_platform.resources.labeling import LabelingTaskResource
 from pf_platform.resources.lake import LakeResource
 from pf_platform.resources.payments.resource import PurpleFleaResource
 from pf_platform.resources.policy import PayoutPolicyResource
+from pf_platform.resources.spark import SparkResource, local_spark_config
 from pf_platform.schedules import nightly_payout_schedule
 from pf_platform.sensors import escrow_bounty_sensor, escrow_release_sensor
 from pf_platform.settings import profile
@@ -46,6 +47,8 @@ def build_resources(active_profile: str) -> dict[str, dg.ConfigurableResource]:
         "labeling_task": LabelingTaskResource(),
         "payout_policy": PayoutPolicyResource(),
         "mlflow": MlflowResource(),
+        # Lazy: a run that never touches Spark never pays the session's start-up.
+        "pyspark": SparkResource(spark_config=local_spark_config()),
     }
 
 

@@ -78,3 +78,24 @@ def project_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: Sandb
     for name in ("PF_LAKE_ROOT", "PF_LANDING_ROOT", "PF_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for the test run, workers on this interpreter.
+
+    ``local[2,4]`` retries a failed task up to 4 times, as a cluster does; plain ``local[N]``
+    would fail the job at the first task failure. Dagster's LazyPySparkResource gets this same
+    session from ``getOrCreate``.
+    """
+    from pyspark.sql import SparkSession
+
+    from pf_platform.resources.spark import local_spark_config, pin_worker_python
+
+    pin_worker_python()
+    builder = SparkSession.builder
+    for key, value in local_spark_config(master="local[2,4]").items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    yield session
+    session.stop()

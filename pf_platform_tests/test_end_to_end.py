@@ -1,7 +1,8 @@
 """The real face-sentiment dataset, paid end to end over real HTTP, exactly once.
 
 Expected amounts are recomputed here from answers.csv with plain Python (majority vote per item,
-agreement per agent), independently of the SQL models the pipeline runs.
+agreement per agent), independently of the SQL models the pipeline runs. Both fan-outs (in
+process, and Spark tasks on a local session) must give the same ledger, balances and transfers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import date
 from decimal import Decimal
 
 import dagster as dg
+import pytest
 
 from pf_platform import settings
 from pf_platform.labeling.landing import resolve_dataset, spread_over_days
@@ -50,7 +52,11 @@ def expected_owed(dataset, days: int = 7) -> dict[str, Decimal]:
     return dict(owed)
 
 
-def test_real_dataset_is_paid_exactly_once(project_home, sandbox):
+@pytest.mark.parametrize("fan_out", ["in_process", "spark"])
+def test_real_dataset_is_paid_exactly_once(project_home, sandbox, fan_out, request):
+    if fan_out == "spark":
+        request.getfixturevalue("spark")
+    sent_from = {"purple_flea": {"fan_out": fan_out}}
     dataset = resolve_dataset("face-sentiment")
     days = [d.isoformat() for d in spread_over_days(dataset, settings.landing_root(), START)]
     with dataset.answers.open(newline="") as handle:
@@ -58,7 +64,7 @@ def test_real_dataset_is_paid_exactly_once(project_home, sandbox):
     treasury_before = Decimal(sandbox.audit()["treasury_usdc"])
     instance = dg.DagsterInstance.ephemeral()
 
-    first = [run_day(day, instance=instance) for day in days]
+    first = [run_day(day, instance=instance, **sent_from) for day in days]
 
     assert all(result.success for result in first)
     labels_in = sum(
@@ -86,7 +92,7 @@ def test_real_dataset_is_paid_exactly_once(project_home, sandbox):
         == sum(1 for day in days for row in _ledger_rows(day) if row.status == "succeeded")
     )
 
-    again = [run_day(day, instance=instance) for day in days]
+    again = [run_day(day, instance=instance, **sent_from) for day in days]
 
     assert all(result.success for result in again)
     assert [

@@ -4,7 +4,8 @@
 every new transfer before anything is sent; for transfers an earlier run left unsettled, ask the
 API whether their key was paid; send the rest in parallel batches; and record each batch's
 outcomes as they arrive, flushing them to the ledger in groups so a run killed halfway leaves
-little to look up. It imports no Dagster, so tests and Spark executors drive it directly.
+little to look up. Who sends the batches is the ``fan_out``'s business (this process or Spark
+tasks). It imports no Dagster, so tests and Spark executors drive it directly.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from pf_platform.payouts.ledger import (
     CONFLICT,
@@ -32,6 +34,9 @@ from pf_platform.resources.payments.errors import (
     PurpleFleaError,
 )
 from pf_platform.resources.payments.models import Transfer
+
+if TYPE_CHECKING:
+    from pf_platform.payouts.fanout import FanOut
 
 INSUFFICIENT_FUNDS = "insufficient_funds"
 DEFAULT_FLUSH_ROWS = 5000
@@ -84,13 +89,11 @@ class SettlementReport:
 
 def pay_planned(
     ledger: Ledger,
-    client_factory: Callable[[], PurpleFleaClient],
+    fan_out: FanOut,
     planned: Sequence[PlannedTransfer],
     *,
     partition_date: str,
     payout_kind: str,
-    batch_size: int,
-    concurrency: int,
     run_id: str,
     flush_rows: int = DEFAULT_FLUSH_ROWS,
     progress: Callable[[int, int], None] | None = None,
@@ -99,12 +102,11 @@ def pay_planned(
 
     Args:
         ledger: the payout ledger.
-        client_factory: builds a fresh API client (used as an async context manager).
+        fan_out: sends the batches, from this process or from Spark tasks
+            (``pf_platform.payouts.fanout``).
         planned: the transfers payout planning produced for the partition.
         partition_date: the partition.
         payout_kind: the payout kind of the plan.
-        batch_size: transfers per request.
-        concurrency: requests in flight at once.
         run_id: recorded on every row this run settles.
         flush_rows: settled rows buffered before they are committed to the ledger.
         progress: called with (settled so far, planned) after each flush.
@@ -134,20 +136,8 @@ def pay_planned(
         if len(buffer) >= flush_rows:
             flush()
 
-    async def run() -> SettlementReport:
-        async with client_factory() as client:
-            return await settle_plan(
-                client,
-                planned,
-                intents,
-                batch_size=batch_size,
-                concurrency=concurrency,
-                run_id=run_id,
-                on_settled=on_settled,
-            )
-
     try:
-        return asyncio.run(run())
+        return fan_out.settle(planned, intents, run_id=run_id, on_settled=on_settled)
     finally:
         # Whatever is known is recorded, even when the run is failing.
         flush()

@@ -30,6 +30,7 @@ import httpx
 import pytest
 
 from pf_platform.payouts.execution import Reconciliation, pay_planned, reconcile_ledger
+from pf_platform.payouts.fanout import InProcessFanOut
 from pf_platform.payouts.ledger import SUCCEEDED, UNKNOWN, Ledger, LedgerRow
 from pf_platform.payouts.planning import plan_payouts
 from pf_platform.resources.payments.client import PurpleFleaClient
@@ -263,12 +264,14 @@ def pay_until_settled(server: Server, schedule: Schedule, ledger: Ledger) -> Run
         try:
             report = pay_planned(
                 ledger,
-                _client_factory(server, schedule, calm=calm),
+                InProcessFanOut(
+                    _client_factory(server, schedule, calm=calm),
+                    schedule.batch_size,
+                    schedule.concurrency,
+                ),
                 plan.transfers,
                 partition_date=schedule.day,
                 payout_kind=PAYOUT_KIND,
-                batch_size=schedule.batch_size,
-                concurrency=schedule.concurrency,
                 run_id=f"s{schedule.index:03d}-run{tally.runs}",
             )
         except PurpleFleaError:

@@ -21,6 +21,7 @@ from pf_platform.payouts.report import distribution_markdown, latency_summary
 from pf_platform.resources.lake import LakeResource
 from pf_platform.resources.payments.resource import PurpleFleaResource
 from pf_platform.resources.policy import PayoutPolicyResource
+from pf_platform.resources.spark import SparkResource
 
 TOP_SHOWN = 10
 
@@ -77,6 +78,7 @@ def transfer_results(
     lake: LakeResource,
     purple_flea: PurpleFleaResource,
     payout_policy: PayoutPolicyResource,
+    pyspark: SparkResource,
 ):
     """The payout ledger for the day: one row per transfer intent with its outcome."""
     day = context.partition_key
@@ -115,15 +117,16 @@ def transfer_results(
             "spend over the caps approved for run %s: %s", context.run.run_id, figures
         )
 
-    context.log.info("day %s: %d transfers to settle", day, len(planned))
+    context.log.info(
+        "day %s: %d transfers to settle, sent %s", day, len(planned), purple_flea.fan_out
+    )
     report = pay_planned(
         ledger,
-        purple_flea.get_client,
+        # The session starts only if the spark fan-out has something to send.
+        purple_flea.get_fan_out(lambda: pyspark.spark_session),
         planned,
         partition_date=day,
         payout_kind=PAYOUT_KIND,
-        batch_size=purple_flea.batch_size,
-        concurrency=purple_flea.concurrency,
         run_id=context.run.run_id,
         progress=lambda done, total: context.log.info("settled %d of %d transfers", done, total),
     )

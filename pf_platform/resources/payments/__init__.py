@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from pf_platform.resources.payments.client import (
     BatchOutcome,
+    ClientSettings,
     EqualJitter,
     PurpleFleaClient,
+    RateLimit,
     send_batches,
 )
 from pf_platform.resources.payments.errors import (
@@ -48,6 +50,7 @@ __all__ = [
     "AuthenticationError",
     "Balance",
     "BatchOutcome",
+    "ClientSettings",
     "EqualJitter",
     "Escrow",
     "EscrowRelease",
@@ -59,6 +62,7 @@ __all__ = [
     "PurpleFleaClient",
     "PurpleFleaError",
     "PurpleFleaResource",
+    "RateLimit",
     "RateLimitError",
     "ServerError",
     "TransactionRecord",

@@ -9,6 +9,11 @@ answers that say nothing about the request itself: no connection, a timeout, 429
 is sent again only when the server cannot act on it twice, i.e. when every money-moving item
 carries an idempotency key. When the attempts run out, the last typed error is raised.
 
+A ``RateLimit`` paces every attempt through a token bucket (aiolimiter) before it leaves, so a
+client stays inside its share of the API's budget instead of learning the limit from 429s; a 429
+that still comes back is retried after its ``Retry-After``. ``ClientSettings`` is the picklable
+recipe of a client, which a Spark task turns into its own client with its share of the budget.
+
 Nothing here imports Dagster: Spark executors build this client directly.
 """
 
@@ -20,13 +25,14 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Self
 from urllib.parse import quote, urlsplit
 
 import httpx
 import simplejson
+from aiolimiter import AsyncLimiter
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -84,6 +90,48 @@ class EqualJitter:
         return delay * self._random.uniform(0.5, 1.0)
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """A request budget: ``requests_per_minute`` on average, at most ``burst`` at once.
+
+    It is the token bucket the API itself enforces: ``burst`` tokens to start with, refilled at
+    ``requests_per_minute / 60`` per second, one token per request attempt.
+
+    Args:
+        requests_per_minute: the sustained rate; must be positive.
+        burst: the bucket's capacity; at least 1.
+    """
+
+    requests_per_minute: float
+    burst: int
+
+    def __post_init__(self) -> None:
+        if self.requests_per_minute <= 0 or self.burst < 1:
+            raise ValueError(
+                f"a rate limit needs requests_per_minute > 0 and burst >= 1, got "
+                f"{self.requests_per_minute} and {self.burst}"
+            )
+
+    def share(self, parts: int) -> RateLimit:
+        """One of ``parts`` equal shares, for clients that spend one budget side by side.
+
+        The burst is split too (never below one token), so the shares together never exceed
+        the whole, even when all of them start at once.
+        """
+        if parts < 1:
+            raise ValueError(f"parts must be at least 1, got {parts}")
+        return RateLimit(self.requests_per_minute / parts, max(1, self.burst // parts))
+
+    def floor_seconds(self, requests: int) -> float:
+        """The least time ``requests`` attempts can take under this budget, from a full bucket."""
+        return max(0, requests - self.burst) * 60.0 / self.requests_per_minute
+
+    def limiter(self) -> AsyncLimiter:
+        # aiolimiter's leaky bucket of capacity max_rate, draining max_rate per time_period, is
+        # this token bucket read the other way round.
+        return AsyncLimiter(self.burst, self.burst * 60.0 / self.requests_per_minute)
+
+
 @dataclass(frozen=True, slots=True)
 class _Reply:
     body: Any
@@ -119,6 +167,7 @@ class PurpleFleaClient:
         backoff_initial_s: delay before the second attempt, doubled after every further one.
         backoff_max_s: ceiling of the exponential delay.
         retry_after_max_s: ceiling on how long a ``Retry-After`` header can make us wait.
+        rate_limit: paces every request attempt; ``None`` sends as fast as the pool allows.
         jitter: maps the exponential delay to the delay actually slept; defaults to
             ``EqualJitter(seed)``. Tests pass ``lambda d: d`` to pin it.
         seed: seed of the default jitter.
@@ -144,6 +193,7 @@ class PurpleFleaClient:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         retry_after_max_s: float = 60.0,
+        rate_limit: RateLimit | None = None,
         jitter: Jitter | None = None,
         seed: int | None = None,
         sleep: Sleep | None = None,
@@ -162,6 +212,8 @@ class PurpleFleaClient:
         self.max_attempts = max_attempts
         self._backoff = wait_exponential(multiplier=backoff_initial_s, max=backoff_max_s)
         self._retry_after_max_s = retry_after_max_s
+        self.rate_limit = rate_limit
+        self._limiter = rate_limit.limiter() if rate_limit is not None else None
         self._jitter = jitter if jitter is not None else EqualJitter(seed)
         self._sleep = sleep if sleep is not None else asyncio.sleep
         self._http = httpx.AsyncClient(
@@ -474,6 +526,8 @@ class PurpleFleaClient:
         )
         async for attempt in retrying:
             with attempt:
+                if self._limiter is not None:
+                    await self._limiter.acquire()
                 return await self._send_once(
                     method,
                     path,
@@ -570,6 +624,57 @@ class PurpleFleaClient:
                 http_status=200,
                 request_id=reply.request_id,
             ) from exc
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Everything needed to build a ``PurpleFleaClient``, as plain picklable values.
+
+    The Dagster resource produces one; the in-process fan-out builds its client from it, and a
+    Spark task builds its own from the copy shipped with the task (``share`` gives it its part of
+    the request budget and of the concurrency).
+
+    Attributes:
+        base_url: root of the API.
+        api_key: bearer key; excluded from the repr.
+        concurrency: requests in flight at once, and the connection pool size.
+        rate_limit: the request budget, or ``None`` for none.
+        other fields: as the ``PurpleFleaClient`` arguments of the same name.
+    """
+
+    base_url: str
+    api_key: str = field(repr=False)
+    concurrency: int = 8
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    max_attempts: int = 5
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    rate_limit: RateLimit | None = None
+
+    def share(self, parts: int) -> ClientSettings:
+        """Settings for one of ``parts`` clients running at once: each gets an equal part of
+        the concurrency and of the rate limit, so together they stay within the whole."""
+        return replace(
+            self,
+            concurrency=max(1, self.concurrency // parts),
+            rate_limit=self.rate_limit.share(parts) if self.rate_limit is not None else None,
+        )
+
+    def build(self) -> PurpleFleaClient:
+        """A new client; open it inside the event loop that will use it."""
+        return PurpleFleaClient(
+            self.base_url,
+            self.api_key,
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            write_timeout_s=self.read_timeout_s,
+            max_connections=self.concurrency,
+            max_attempts=self.max_attempts,
+            backoff_initial_s=self.backoff_initial_s,
+            backoff_max_s=self.backoff_max_s,
+            rate_limit=self.rate_limit,
+        )
 
 
 @dataclass(frozen=True, slots=True)
