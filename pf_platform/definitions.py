@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 
@@ -34,7 +35,7 @@ DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(
 )
 
 
-def build_resources(active_profile: str) -> dict[str, dg.ConfigurableResource]:
+def build_resources(active_profile: str) -> dict[str, Any]:
     """The resources of a profile; asset code never asks which profile it runs in."""
     if active_profile != "local":
         # TODO: the databricks profile (cloud lake, live API, step launcher); removable when
@@ -46,6 +47,8 @@ def build_resources(active_profile: str) -> dict[str, dg.ConfigurableResource]:
         "labeling_task": LabelingTaskResource(),
         "payout_policy": PayoutPolicyResource(),
         "mlflow": MlflowResource(),
+        # No launcher: the payout step runs in the run's own process.
+        "step_launcher": dg.ResourceDefinition.none_resource(),
     }
 
 
