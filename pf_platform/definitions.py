@@ -82,6 +82,9 @@ def build_resources(active_profile: str) -> dict[str, Any]:
             f"unknown profile {active_profile!r}; expected one of {sorted(by_profile)}"
         )
     return {
+        # TODO: a cloud landing root for the databricks profile (label files are read from a
+        # folder on the Dagster host in both profiles); removable when label_submissions reads
+        # object storage.
         "labeling_task": LabelingTaskResource(),
         "payout_policy": PayoutPolicyResource(),
         **by_profile[active_profile](),
