@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 
@@ -20,6 +21,11 @@ from pf_platform.assets.payouts.transfers import transfer_results
 from pf_platform.assets.wallets.schedules import agent_wallets_schedule, wallet_snapshot_job
 from pf_platform.assets.wallets.snapshot import agent_wallets
 from pf_platform.jobs import payout_job
+from pf_platform.resources.databricks import (
+    PROFILE,
+    databricks_settings,
+    databricks_step_launcher,
+)
 from pf_platform.resources.labeling import LabelingTaskResource
 from pf_platform.resources.lake import LakeResource
 from pf_platform.resources.payments.resource import PurpleFleaResource
@@ -35,20 +41,53 @@ DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(
 )
 
 
-def build_resources(active_profile: str) -> dict[str, dg.ConfigurableResource]:
-    """The resources of a profile; asset code never asks which profile it runs in."""
-    if active_profile != "local":
-        # TODO: the databricks profile (cloud lake, live API, step launcher); removable when
-        # the scale-out issue lands it.
-        raise NotImplementedError(f"profile {active_profile!r} is not built yet")
+def _local_resources() -> dict[str, Any]:
     return {
         "purple_flea": PurpleFleaResource(api_key=dg.EnvVar("PF_API_KEY")),
         "lake": LakeResource(),
-        "labeling_task": LabelingTaskResource(),
-        "payout_policy": PayoutPolicyResource(),
         "mlflow": MlflowResource(),
         # Lazy: a run that never touches Spark never pays the session's start-up.
         "pyspark": SparkResource(spark_config=local_spark_config()),
+        # No launcher: the payout step runs in the run's own process.
+        "step_launcher": dg.ResourceDefinition.none_resource(),
+    }
+
+
+def _databricks_resources() -> dict[str, Any]:
+    settings = databricks_settings()
+    return {
+        "purple_flea": PurpleFleaResource(
+            api_key=dg.EnvVar("PF_API_KEY"), base_url=settings.api_base_url, fan_out="spark"
+        ),
+        "lake": LakeResource(root=settings.lake_root, storage_options=settings.storage_options),
+        "mlflow": MlflowResource(tracking_uri=settings.mlflow_tracking_uri),
+        # On the cluster getOrCreate hands back the cluster's own session and its settings.
+        "pyspark": SparkResource(spark_config={}),
+        "step_launcher": databricks_step_launcher(settings),
+    }
+
+
+def build_resources(active_profile: str) -> dict[str, Any]:
+    """The resources of a profile; asset code never asks which profile it runs in.
+
+    Every profile binds the same keys, so a job that resolves in one resolves in the other.
+
+    Raises:
+        ValueError: for an unknown profile.
+        DatabricksProfileError: when the databricks profile's environment is incomplete.
+    """
+    by_profile = {"local": _local_resources, PROFILE: _databricks_resources}
+    if active_profile not in by_profile:
+        raise ValueError(
+            f"unknown profile {active_profile!r}; expected one of {sorted(by_profile)}"
+        )
+    return {
+        # TODO: a cloud landing root for the databricks profile (label files are read from a
+        # folder on the Dagster host in both profiles); removable when label_submissions reads
+        # object storage.
+        "labeling_task": LabelingTaskResource(),
+        "payout_policy": PayoutPolicyResource(),
+        **by_profile[active_profile](),
     }
 
 

@@ -75,6 +75,9 @@ def _paid_by_agent(rows: list[LedgerRow]) -> dict[str, Decimal]:
 def transfer_results(
     context: dg.AssetExecutionContext,
     config: TransferConfig,
+    # Never called here: Dagster runs the whole step through it when it is a StepLauncher (the
+    # databricks profile ships the step to a cluster); None runs the step in the run's process.
+    step_launcher: dg.ResourceParam[dg.StepLauncher | None],
     lake: LakeResource,
     purple_flea: PurpleFleaResource,
     payout_policy: PayoutPolicyResource,
