@@ -56,6 +56,10 @@ PLAN_SCHEMA = pa.schema(
 )
 
 
+class SparkJobError(RuntimeError):
+    """The Spark job of a fan-out failed; what its tasks sent is settled by the next run."""
+
+
 class FanOut(Protocol):
     """Settles planned transfers whose intents are committed; see ``settle_plan``."""
 
@@ -162,8 +166,16 @@ class SparkFanOut:
                     plan = _from_ipc(shipped.value[int(number)])
                     yield from partition_fn(plan, settings, batch_size, run_id)
 
+        from pyspark.errors import PySparkException
+
         try:
             rows = session.range(0, parts, 1, parts).mapInPandas(run_task, RESULT_SCHEMA).toArrow()
+        except PySparkException as exc:
+            raise SparkJobError(
+                "the Spark job sending the batches failed after its task retries; none of its "
+                "outcomes are recorded, so its transfers stay pending and the next run looks "
+                f"their keys up before sending anything: {_first_line(exc)}"
+            ) from exc
         finally:
             shipped.unpersist()
 
@@ -280,3 +292,10 @@ def _merge_report(report: SettlementReport, part: dict[str, Any]) -> None:
     report.confirmed_keys.update(part["confirmed_keys"])
     if report.stopped_reason is None:
         report.stopped_reason = part["stopped_reason"]
+
+
+def _first_line(exc: Exception) -> str:
+    # Spark's messages carry the whole worker traceback; the last line names the cause.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    causes = [line for line in lines if "Error" in line or "Exception" in line]
+    return (causes[-1] if causes else lines[0] if lines else type(exc).__name__)[:300]

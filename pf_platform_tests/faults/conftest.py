@@ -131,6 +131,7 @@ class FaultFigures:
     """What the suite did and found, summed over the schedules that ran."""
 
     payout_schedules: int = 0
+    spark_schedules: int = 0
     payout_runs: int = 0
     payout_runs_aborted: int = 0
     payout_seconds: float = 0.0
@@ -148,8 +149,9 @@ class FaultFigures:
     def summary(self) -> list[str]:
         kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(self.faults.items()))
         headline = (
-            f"fault suite: {self.payout_schedules} payout schedules, {self.kill_schedules} kill "
-            f"schedules, {sum(self.faults.values())} faults injected ({kinds}), "
+            f"fault suite: {self.payout_schedules} payout schedules ({self.spark_schedules} of "
+            f"them sent from Spark tasks), {self.kill_schedules} kill schedules, "
+            f"{sum(self.faults.values())} faults injected ({kinds}), "
             f"{self.double_payments} double payments, {self.lost_payments} lost payments"
         )
         payout = (

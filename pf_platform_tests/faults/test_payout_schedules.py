@@ -9,7 +9,9 @@ a first run (a higher amount owed) are paid as top-ups under new keys. Nothing i
 nothing is lost.
 
 Each schedule draws its agents, amounts, batching, client retries and fault mix from its own
-seed, and seeds the sandbox's fault schedule with its index. With parallel requests and real
+seed, and seeds the sandbox's fault schedule with its index. A further 25 schedules are paid by
+the Spark fan-out (two mapInPandas tasks on a local session, each with its own client) under the
+same contract; a task that fails is retried by Spark and resends only keys the API replays. With parallel requests and real
 timeouts, which request meets which fault still varies a little from one session to the next.
 """
 
@@ -19,7 +21,7 @@ import asyncio
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
@@ -28,12 +30,13 @@ from typing import Any
 
 import httpx
 import pytest
+from pyspark.sql import SparkSession
 
 from pf_platform.payouts.execution import Reconciliation, pay_planned, reconcile_ledger
-from pf_platform.payouts.fanout import InProcessFanOut
+from pf_platform.payouts.fanout import FanOut, InProcessFanOut, SparkFanOut, SparkJobError
 from pf_platform.payouts.ledger import SUCCEEDED, UNKNOWN, Ledger, LedgerRow
 from pf_platform.payouts.planning import plan_payouts
-from pf_platform.resources.payments.client import PurpleFleaClient
+from pf_platform.resources.payments.client import ClientSettings, PurpleFleaClient
 from pf_platform.resources.payments.errors import PurpleFleaError
 from pf_platform.sandbox.server import SandboxProcess
 from pf_platform_tests.faults.conftest import (
@@ -45,6 +48,8 @@ from pf_platform_tests.faults.conftest import (
 )
 
 SCHEDULES = 200
+# Schedules numbered from 1000 are paid from Spark tasks: other agents, other days.
+SPARK_SCHEDULES = range(1000, 1025)
 MAX_RUNS = 8
 PAYOUT_KIND = "labeling"
 FIRST_DAY = date(2027, 1, 1)
@@ -213,20 +218,40 @@ def _client(server: Server, connections: int, **options: Any) -> PurpleFleaClien
     )
 
 
-def _client_factory(server: Server, schedule: Schedule, *, calm: bool):
+def _client_options(schedule: Schedule, calm: bool) -> dict[str, Any]:
+    return {
+        "read_timeout_s": CALM_READ_TIMEOUT_S if calm else READ_TIMEOUT_S,
+        "max_attempts": schedule.max_attempts,
+        "backoff_initial_s": 0.002,
+        "backoff_max_s": 0.02,
+        "retry_after_max_s": 0.05,
+    }
+
+
+def in_process(server: Server, schedule: Schedule, calm: bool) -> FanOut:
     def build() -> PurpleFleaClient:
         return _client(
-            server,
-            schedule.concurrency,
-            read_timeout_s=CALM_READ_TIMEOUT_S if calm else READ_TIMEOUT_S,
-            max_attempts=schedule.max_attempts,
-            backoff_initial_s=0.002,
-            backoff_max_s=0.02,
-            retry_after_max_s=0.05,
-            seed=schedule.index,
+            server, schedule.concurrency, seed=schedule.index, **_client_options(schedule, calm)
         )
 
-    return build
+    return InProcessFanOut(build, schedule.batch_size, schedule.concurrency)
+
+
+def from_spark(spark: SparkSession) -> FanOutFor:
+    def fan_out(server: Server, schedule: Schedule, calm: bool) -> FanOut:
+        settings = ClientSettings(
+            server.process.base_url,
+            server.process.treasury_key,
+            # Two tasks, each with half: at least one request in flight per task.
+            concurrency=2 * schedule.concurrency,
+            **_client_options(schedule, calm),
+        )
+        return SparkFanOut(lambda: spark, settings, schedule.batch_size, partitions=2)
+
+    return fan_out
+
+
+FanOutFor = Callable[[Server, Schedule, bool], FanOut]
 
 
 @dataclass
@@ -237,7 +262,9 @@ class RunTally:
     found_by_lookup: int = 0
 
 
-def pay_until_settled(server: Server, schedule: Schedule, ledger: Ledger) -> RunTally:
+def pay_until_settled(
+    server: Server, schedule: Schedule, ledger: Ledger, fan_out_for: FanOutFor = in_process
+) -> RunTally:
     """Runs the payout layer until a plan has nothing left to settle; faults first, then calm."""
     tally = RunTally()
     owed = schedule.owed
@@ -264,17 +291,13 @@ def pay_until_settled(server: Server, schedule: Schedule, ledger: Ledger) -> Run
         try:
             report = pay_planned(
                 ledger,
-                InProcessFanOut(
-                    _client_factory(server, schedule, calm=calm),
-                    schedule.batch_size,
-                    schedule.concurrency,
-                ),
+                fan_out_for(server, schedule, calm),
                 plan.transfers,
                 partition_date=schedule.day,
                 payout_kind=PAYOUT_KIND,
                 run_id=f"s{schedule.index:03d}-run{tally.runs}",
             )
-        except PurpleFleaError:
+        except (PurpleFleaError, SparkJobError):
             # A key whose lookup failed must not be resent: the run stops, the next one retries.
             tally.aborted += 1
             continue
@@ -299,14 +322,32 @@ def _paid_by_agent(rows: list[LedgerRow]) -> dict[str, Decimal]:
 def test_schedule_pays_exactly_once(
     index: int, server: Server, tmp_path: Path, fault_figures: FaultFigures
 ) -> None:
-    schedule = make_schedule(index)
+    check_schedule(make_schedule(index), server, tmp_path, fault_figures, in_process)
+
+
+@pytest.mark.parametrize("index", SPARK_SCHEDULES, ids=lambda index: f"s{index:04d}")
+def test_schedule_pays_exactly_once_from_spark_tasks(
+    index: int, server: Server, tmp_path: Path, fault_figures: FaultFigures, spark: SparkSession
+) -> None:
+    check_schedule(make_schedule(index), server, tmp_path, fault_figures, from_spark(spark))
+    fault_figures.spark_schedules += 1
+
+
+def check_schedule(
+    schedule: Schedule,
+    server: Server,
+    tmp_path: Path,
+    fault_figures: FaultFigures,
+    fan_out_for: FanOutFor,
+) -> None:
+    """Pays the schedule until settled, then checks balances, ledger and API key by key."""
     agent_keys = server.admin.register(schedule.agents)
     ledger = Ledger(str(tmp_path / "transactions"))
     before = server.admin.stats()
     started = time.perf_counter()
 
     try:
-        runs = pay_until_settled(server, schedule, ledger)
+        runs = pay_until_settled(server, schedule, ledger, fan_out_for)
     finally:
         server.admin.calm()
 
@@ -358,7 +399,7 @@ def test_schedule_pays_exactly_once(
 
 
 def test_payout_schedules_figures(server: Server, fault_figures: FaultFigures) -> None:
-    if fault_figures.payout_schedules < SCHEDULES:
+    if fault_figures.payout_schedules < SCHEDULES + len(SPARK_SCHEDULES):
         pytest.skip("only part of the schedules ran")
     stats = server.admin.stats()
     audit = server.admin.audit()

@@ -650,6 +650,7 @@ class ClientSettings:
     max_attempts: int = 5
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    retry_after_max_s: float = 60.0
     rate_limit: RateLimit | None = None
 
     def share(self, parts: int) -> ClientSettings:
@@ -673,6 +674,7 @@ class ClientSettings:
             max_attempts=self.max_attempts,
             backoff_initial_s=self.backoff_initial_s,
             backoff_max_s=self.backoff_max_s,
+            retry_after_max_s=self.retry_after_max_s,
             rate_limit=self.rate_limit,
         )
 
