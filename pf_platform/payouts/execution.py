@@ -24,6 +24,7 @@ from pf_platform.payouts.ledger import (
     UNSETTLED,
     Ledger,
     LedgerRow,
+    utc_now,
 )
 from pf_platform.payouts.planning import RESUME, PlannedTransfer
 from pf_platform.resources.payments.client import BatchOutcome, PurpleFleaClient, send_batches
@@ -44,7 +45,7 @@ DEFAULT_FLUSH_ROWS = 5000
 OnSettled = Callable[[list[LedgerRow]], None]
 
 
-@dataclass
+@dataclass(repr=False)
 class SettlementReport:
     """What one run did with a plan."""
 
@@ -56,6 +57,14 @@ class SettlementReport:
     stopped_reason: str | None = None
     # Keys this run found already paid: by lookup, or answered as a replay of an earlier request.
     confirmed_keys: set[str] = field(default_factory=set)
+
+    def __repr__(self) -> str:
+        # Short on purpose: asyncio formats a finished task's result when it reprs the task, and
+        # the default repr of 100K rows took seconds.
+        return (
+            f"SettlementReport(rows={len(self.rows)}, transfers_sent={self.transfers_sent}, "
+            f"requests_sent={self.requests_sent}, stopped_reason={self.stopped_reason!r})"
+        )
 
     def count(self, status: str) -> int:
         return sum(1 for row in self.rows if row.status == status)
@@ -279,6 +288,7 @@ def _refused(error: PurpleFleaError | None) -> bool:
 def _outcome_rows(
     outcome: BatchOutcome, intents: dict[str, LedgerRow], run_id: str
 ) -> list[LedgerRow]:
+    now = utc_now()
     if outcome.results is None:
         if isinstance(outcome.error, IdempotencyConflictError):
             # The API holds these keys with other content: money may have moved under them.
@@ -289,16 +299,19 @@ def _outcome_rows(
             status = UNKNOWN
         error = _describe(outcome.error)
         return [
-            intents[transfer.idempotency_key].settle(status, error=error, sent=True, run_id=run_id)
+            intents[transfer.idempotency_key].settle(
+                status, error=error, sent=True, run_id=run_id, now=now
+            )
             for transfer in outcome.transfers
         ]
     rows = []
     for transfer, result in zip(outcome.transfers, outcome.results, strict=True):
         intent = intents[transfer.idempotency_key]
         if result.success:
-            rows.append(intent.settle(SUCCEEDED, tx_id=result.tx_id, sent=True, run_id=run_id))
+            row = intent.settle(SUCCEEDED, tx_id=result.tx_id, sent=True, run_id=run_id, now=now)
         else:
-            rows.append(intent.settle(FAILED, error=result.error, sent=True, run_id=run_id))
+            row = intent.settle(FAILED, error=result.error, sent=True, run_id=run_id, now=now)
+        rows.append(row)
     return rows
 
 

