@@ -23,6 +23,11 @@ budget of the same shape. The floor is the time the API's own token bucket needs
 requests, plus one request's latency; the target is 1.1x the floor, no failed transfer and at
 most 1% of requests answered 429.
 
+**Shape check** (``--shape-batch``, default 100): (c) and (e) again with as many requests, each
+of 100 transfers. With full batches the sandbox's CPU (one Python process over SQLite) sets the
+pace on this machine, not latency or the limit; with small batches it does not, which shows
+how close the fan-out and the client-side budget come to their floors.
+
 Each row prints wall time, transfers per second, 429s and the floor.
 """
 
@@ -32,7 +37,7 @@ import math
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -114,10 +119,10 @@ def latency_floor(requests: int, concurrency: int, latency_s: float) -> float:
     return math.ceil(requests / concurrency) * latency_s
 
 
-def plan(agent_ids: list[str], kind: str) -> list[PlannedTransfer]:
+def plan(agent_ids: list[str], kind: str, batch_size: int) -> list[PlannedTransfer]:
     owed = dict.fromkeys(agent_ids, AMOUNT)
     return plan_payouts(
-        owed, [], payout_kind=kind, partition_date=DAY, batch_size=MAX_BATCH_SIZE
+        owed, [], payout_kind=kind, partition_date=DAY, batch_size=batch_size
     ).transfers
 
 
@@ -129,10 +134,11 @@ def run_fan_out(
     ledger: Ledger,
     admin: SandboxAdmin,
     floor: float,
+    batch_size: int = MAX_BATCH_SIZE,
 ) -> tuple[Row, Row]:
     """Plans and pays every agent once; returns the transfer phase row and the whole-run row."""
     before = admin.stats()
-    planned = plan(agent_ids, kind)
+    planned = plan(agent_ids, kind, batch_size)
     timed = TimedFanOut(fan_out)
     cpu, server_cpu = cpu_seconds(), children_cpu_seconds()
     started = time.perf_counter()
@@ -386,8 +392,64 @@ def rate_limit_part(
     return rows
 
 
+def shape_part(
+    root: Path,
+    requests: tuple[int, int],
+    batch_size: int,
+    concurrency: int,
+    latency_ms: int,
+    rpm: int,
+    burst: int,
+    headroom: float,
+) -> list[Row]:
+    """(c) and (e) again with as many requests but ``batch_size`` transfers in each.
+
+    With full batches the sandbox's own CPU (one Python process committing to SQLite) sets the
+    pace; with small ones it does not, and the rows show how close the fan-out and the client
+    budget come to the floors that latency and the rate limit set.
+    """
+    unlimited, limited = requests
+    agent_ids = [f"agent-{index:07d}" for index in range(max(unlimited, limited) * batch_size)]
+    rows: list[Row] = []
+    with SandboxProcess(root / "shape" / "ledger.db", treasury_usdc=10**9) as sandbox:
+        admin = SandboxAdmin(sandbox.base_url, sandbox.treasury_key)
+        admin.register(agent_ids)
+        ledger = Ledger(str(root / "shape" / "transactions"))
+        admin.set_faults(latency_ms=latency_ms)
+        settings = ClientSettings(sandbox.base_url, sandbox.treasury_key, concurrency=concurrency)
+        if unlimited:
+            rows += run_fan_out(
+                f"(c') in-process fan-out, {batch_size}-transfer batches",
+                InProcessFanOut(settings.build, batch_size, concurrency),
+                agent_ids[: unlimited * batch_size],
+                "bench-c2",
+                ledger,
+                admin,
+                latency_floor(unlimited, concurrency, latency_ms / 1000),
+                batch_size,
+            )
+        if limited:
+            admin.set_faults(rate_limit_rpm=rpm, burst=burst)
+            budget = replace(settings, rate_limit=RateLimit(rpm * headroom, burst))
+            rows += run_fan_out(
+                f"(e') in-process fan-out, {rpm:,} rpm / burst {burst}, {batch_size}-transfer "
+                "batches",
+                InProcessFanOut(budget.build, batch_size, concurrency),
+                agent_ids[: limited * batch_size],
+                "bench-e2",
+                ledger,
+                admin,
+                RateLimit(rpm, burst).floor_seconds(limited) + latency_ms / 1000,
+                batch_size,
+            )
+        for row in rows:
+            click.echo(row.line())
+        admin.close()
+    return rows
+
+
 @click.command()
-@click.option("--agents", default=100_000, show_default=True, type=click.IntRange(1))
+@click.option("--agents", default=100_000, show_default=True, type=click.IntRange(0))
 @click.option("--concurrency", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--latency-ms", default=200, show_default=True, type=click.IntRange(0))
 @click.option("--sample", default=20, show_default=True, help="Requests timed for (a).")
@@ -402,6 +464,13 @@ def rate_limit_part(
     type=click.FloatRange(0.1, 1.0),
     help="Share of the limit the client spends, so requests at the edge are not refused.",
 )
+@click.option(
+    "--shape-batch",
+    default=100,
+    show_default=True,
+    type=click.IntRange(0, MAX_BATCH_SIZE),
+    help="Batch size of the (c') and (e') rows; 0 skips them.",
+)
 def main(
     agents: int,
     concurrency: int,
@@ -412,6 +481,7 @@ def main(
     rpm: int,
     burst: int,
     headroom: float,
+    shape_batch: int,
 ) -> None:
     """Time the transfer fan-outs against the sandbox, next to the floor the API sets."""
     rows: list[Row] = []
@@ -423,6 +493,14 @@ def main(
         if limited_agents:
             rows += rate_limit_part(
                 root, limited_agents, concurrency, latency_ms, rpm, burst, headroom
+            )
+        if shape_batch:
+            requests = (
+                math.ceil(agents / MAX_BATCH_SIZE),
+                math.ceil(limited_agents / MAX_BATCH_SIZE),
+            )
+            rows += shape_part(
+                root, requests, shape_batch, concurrency, latency_ms, rpm, burst, headroom
             )
     click.echo(f"\npeak RSS of this process: {peak_rss_mib():,.0f} MiB\n")
     click.echo(HEADER)
