@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import dagster as dg
+from dagster_pyspark import LazyPySparkResource
 
 from pf_platform.assets.escrow import (
     ESCROW_ASSETS,
@@ -24,9 +25,11 @@ from pf_platform.resources.labeling import LabelingTaskResource
 from pf_platform.resources.lake import LakeResource
 from pf_platform.resources.payments.resource import PurpleFleaResource
 from pf_platform.resources.policy import PayoutPolicyResource
+from pf_platform.resources.spark import local_spark_config
+from pf_platform.resources.sql import SqlEngineResource
 from pf_platform.schedules import nightly_payout_schedule
 from pf_platform.sensors import escrow_bounty_sensor, escrow_release_sensor
-from pf_platform.settings import profile
+from pf_platform.settings import profile, sql_engine
 
 # A day's payouts are due by the next night's run; a partition older than that is stale.
 DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(
@@ -40,12 +43,18 @@ def build_resources(active_profile: str) -> dict[str, dg.ConfigurableResource]:
         # TODO: the databricks profile (cloud lake, live API, step launcher); removable when
         # the scale-out issue lands it.
         raise NotImplementedError(f"profile {active_profile!r} is not built yet")
+    # One partial instance under its own key and inside sql_engine: Dagster then hands both the
+    # same resource, so run config for `pyspark` reaches the SQL engine too. The session starts
+    # only when something asks for it (the spark engine), never for the duckdb engine.
+    pyspark = LazyPySparkResource.configure_at_launch(spark_config=local_spark_config())
     return {
         "purple_flea": PurpleFleaResource(api_key=dg.EnvVar("PF_API_KEY")),
         "lake": LakeResource(),
         "labeling_task": LabelingTaskResource(),
         "payout_policy": PayoutPolicyResource(),
         "mlflow": MlflowResource(),
+        "pyspark": pyspark,
+        "sql_engine": SqlEngineResource(engine=sql_engine(), pyspark=pyspark),
     }
 
 
