@@ -42,7 +42,7 @@ ranked as (
 numbered as (
     select
         *,
-        -- A plain decimal number, perhaps signed, with an exponent and spaces around it.
+        -- A plain decimal number: optional sign, optional exponent, spaces (U+0020) around it.
         case
             when confidence rlike '^ *[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)? *$'
                 then cast(confidence as double)
