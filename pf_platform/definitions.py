@@ -31,9 +31,10 @@ from pf_platform.resources.lake import LakeResource
 from pf_platform.resources.payments.resource import PurpleFleaResource
 from pf_platform.resources.policy import PayoutPolicyResource
 from pf_platform.resources.spark import SparkResource, local_spark_config
+from pf_platform.resources.sql import SqlEngineResource
 from pf_platform.schedules import nightly_payout_schedule
 from pf_platform.sensors import escrow_bounty_sensor, escrow_release_sensor
-from pf_platform.settings import profile
+from pf_platform.settings import profile, sql_engine
 
 # A day's payouts are due by the next night's run; a partition older than that is stale.
 DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(
@@ -42,12 +43,16 @@ DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(
 
 
 def _local_resources() -> dict[str, Any]:
+    # One partial instance under its own key and inside sql_engine: Dagster hands both the same
+    # resource, so run config for `pyspark` reaches the SQL engine too. The session starts only
+    # when something asks for it (the spark engine or fan-out), never for duckdb in process.
+    pyspark = SparkResource.configure_at_launch(spark_config=local_spark_config())
     return {
         "purple_flea": PurpleFleaResource(api_key=dg.EnvVar("PF_API_KEY")),
         "lake": LakeResource(),
         "mlflow": MlflowResource(),
-        # Lazy: a run that never touches Spark never pays the session's start-up.
-        "pyspark": SparkResource(spark_config=local_spark_config()),
+        "pyspark": pyspark,
+        "sql_engine": SqlEngineResource(engine=sql_engine(), pyspark=pyspark),
         # No launcher: the payout step runs in the run's own process.
         "step_launcher": dg.ResourceDefinition.none_resource(),
     }
@@ -55,14 +60,16 @@ def _local_resources() -> dict[str, Any]:
 
 def _databricks_resources() -> dict[str, Any]:
     settings = databricks_settings()
+    # On the cluster getOrCreate hands back the cluster's own session and its settings.
+    pyspark = SparkResource(spark_config={})
     return {
         "purple_flea": PurpleFleaResource(
             api_key=dg.EnvVar("PF_API_KEY"), base_url=settings.api_base_url, fan_out="spark"
         ),
         "lake": LakeResource(root=settings.lake_root, storage_options=settings.storage_options),
         "mlflow": MlflowResource(tracking_uri=settings.mlflow_tracking_uri),
-        # On the cluster getOrCreate hands back the cluster's own session and its settings.
-        "pyspark": SparkResource(spark_config={}),
+        "pyspark": pyspark,
+        "sql_engine": SqlEngineResource(engine="spark", pyspark=pyspark),
         "step_launcher": databricks_step_launcher(settings),
     }
 

@@ -42,3 +42,11 @@ def profile() -> str:
     if value not in ("local", "databricks"):
         raise ValueError(f"PF_PROFILE must be 'local' or 'databricks', not {value!r}")
     return value
+
+
+def sql_engine() -> str:
+    """The engine the SQL models run on in the local profile, ``duckdb`` (default) or ``spark``."""
+    value = os.getenv("PF_SQL_ENGINE", "duckdb")
+    if value not in ("duckdb", "spark"):
+        raise ValueError(f"PF_SQL_ENGINE must be 'duckdb' or 'spark', not {value!r}")
+    return value

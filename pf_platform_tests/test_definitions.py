@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from pf_platform.definitions import build_definitions
+from pf_platform.definitions import build_definitions, build_resources
 
 ASSETS = {
     "label_submissions",
@@ -52,3 +52,13 @@ def test_payout_step_is_pooled_and_retried():
     defs = build_definitions("local")
     assert defs.resolve_assets_def("transfer_results").op.pool == "purple_flea_payouts"
     assert defs.resolve_job_def("payout_job").op_retry_policy.max_retries == 2
+
+
+def test_pf_sql_engine_picks_the_sql_engine(monkeypatch):
+    monkeypatch.delenv("PF_SQL_ENGINE", raising=False)
+    assert build_resources("local")["sql_engine"].engine == "duckdb"
+    monkeypatch.setenv("PF_SQL_ENGINE", "spark")
+    assert build_resources("local")["sql_engine"].engine == "spark"
+    monkeypatch.setenv("PF_SQL_ENGINE", "sqlite")
+    with pytest.raises(ValueError, match="PF_SQL_ENGINE"):
+        build_resources("local")

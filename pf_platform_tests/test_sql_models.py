@@ -6,8 +6,10 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
+from dagster_pyspark import LazyPySparkResource
 
 from pf_platform.labeling.readers import BRONZE_SCHEMA
+from pf_platform.resources.sql import SqlEngineResource
 from pf_platform.sql.runner import ModelProject, sql_literal
 
 VARIABLES = {
@@ -37,13 +39,16 @@ OWNERS = pa.schema(
 )
 
 
+def _known(owners=(), other_days=()) -> dict[str, pa.Table]:
+    return {
+        "same_day_owners": pa.Table.from_pylist(list(owners), schema=OWNERS),
+        "other_day_records": pa.table({"record_id": pa.array(list(other_days), pa.string())}),
+    }
+
+
 def _run(bronze: pa.Table, variables=VARIABLES, owners=(), other_days=()):
     return ModelProject(variables).run_duckdb(
-        {
-            "label_submissions": bronze,
-            "same_day_owners": pa.Table.from_pylist(list(owners), schema=OWNERS),
-            "other_day_records": pa.table({"record_id": pa.array(list(other_days), pa.string())}),
-        },
+        {"label_submissions": bronze, **_known(owners, other_days)},
         ["validated_labels", "quarantined_labels", "agent_payout_summary"],
     )
 
@@ -199,3 +204,42 @@ def test_a_record_validated_before_keeps_its_row():
     assert [(r["record_id"], r["agent_id"]) for r in out["validated_labels"].to_pylist()] == [
         ("r2", "a1")
     ]
+
+
+def test_the_duckdb_engine_never_starts_spark():
+    pyspark = LazyPySparkResource(spark_config={"spark.master": "local[1]"})
+    engine = SqlEngineResource(engine="duckdb", pyspark=pyspark)
+    bronze = _bronze(_label("r1", "a1", "i1", "happy"), _label("r2", "a2", "i1", "happy"))
+
+    out = engine.run(VARIABLES, {"label_submissions": bronze, **_known()}, ["validated_labels"])
+
+    assert out["validated_labels"].num_rows == 2
+    assert pyspark._spark_session is None  # the lazy resource's session, never asked for
+
+
+def test_invisible_ids_are_missing_and_confidence_is_a_plain_number():
+    bronze = _bronze(
+        _label("r-tab", "\t", "i1", "happy"),
+        _label("r-nbsp", "a1", "\u00a0", "happy"),
+        _label("\u200b", "a1", "i1", "happy"),
+        _label("r-1d", "a1", "i2", "happy", confidence="1d"),
+        _label("r-hex", "a1", "i3", "happy", confidence="0x1p-2"),
+        _label("r-underscore", "a1", "i4", "happy", confidence="0_0"),
+        _label("r-exp", "a1", "i5", "happy", confidence=" 1E-1 "),
+        _label("r-invisible", "a2", "i5", "happy", confidence="\u3000"),
+    )
+    out = _run(bronze)
+
+    failed = {
+        r["record_id"]: r["failed_expectations"] for r in out["quarantined_labels"].to_pylist()
+    }
+    assert failed == {
+        "r-tab": "agent_id_present",
+        "r-nbsp": "item_id_present",
+        "\u200b": "record_id_present",
+        "r-1d": "confidence_in_range",
+        "r-hex": "confidence_in_range",
+        "r-underscore": "confidence_in_range",
+    }
+    confidence = {r["record_id"]: r["confidence"] for r in out["validated_labels"].to_pylist()}
+    assert confidence == {"r-exp": 0.1, "r-invisible": None}

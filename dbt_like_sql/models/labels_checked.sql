@@ -1,10 +1,20 @@
 -- Every bronze row of the day, with the comma-separated names of the expectations it fails.
 -- Spark SQL dialect: the runner transpiles it for DuckDB.
 --
+-- Text is judged with regular expressions rather than trim() and a lenient cast, because the
+-- engines disagree on those: Spark's trim() strips only U+0020 and DuckDB's also strips Unicode
+-- spaces (U+00A0, U+3000); Spark casts '1d', '0.5f' and '0x1p-2' to numbers and DuckDB casts
+-- '0_0' to one. The patterns below use only syntax that Java regex and RE2 read alike.
+--
 -- Sources besides the day's rows: same_day_owners holds the rows this day validated before (so
 -- a record_id or an agent's label for an item keeps the row that was validated, and perhaps
 -- paid, first, whatever files land later), and other_day_records the record_ids validated on any
 -- other day (a label is paid on one day only).
+{#- A value is blank when it is null or has no visible character: only separators (spaces of
+    any width), controls (tabs, line breaks) and format characters (zero-width space, BOM). #}
+{%- macro blank(column) -%}
+    coalesce({{ column }} rlike '^[\\p{Z}\\p{Cc}\\p{Cf}]*$', true)
+{%- endmacro %}
 with owned as (
     select
         s.*,
@@ -29,6 +39,17 @@ ranked as (
     from owned
 ),
 
+numbered as (
+    select
+        *,
+        -- A plain decimal number: optional sign, optional exponent, spaces (U+0020) around it.
+        case
+            when confidence rlike '^ *[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)? *$'
+                then cast(confidence as double)
+        end as confidence_number
+    from ranked
+),
+
 checked as (
     select
         *,
@@ -36,29 +57,27 @@ checked as (
             when read_error is not null then 'row_readable'
             else concat_ws(
                 ',',
-                case when record_id is null or trim(record_id) = '' then 'record_id_present' end,
+                case when {{ blank('record_id') }} then 'record_id_present' end,
                 case
                     when
-                        record_id is not null
-                        and trim(record_id) <> ''
+                        not {{ blank('record_id') }}
                         and (record_rank > 1 or validated_on_another_day)
                         then 'record_id_unique'
                 end,
-                case when agent_id is null or trim(agent_id) = '' then 'agent_id_present' end,
-                case when item_id is null or trim(item_id) = '' then 'item_id_present' end,
+                case when {{ blank('agent_id') }} then 'agent_id_present' end,
+                case when {{ blank('item_id') }} then 'item_id_present' end,
                 case
                     when label is null or label not in ({{ var('label_set') }})
                         then 'label_in_set'
                 end,
                 case
-                    when confidence is not null
-                        and trim(confidence) <> ''
-                        and not coalesce(try_cast(confidence as double) between 0 and 1, false)
+                    when not {{ blank('confidence') }}
+                        and not coalesce(confidence_number between 0 and 1, false)
                         then 'confidence_in_range'
                 end
             )
         end as row_failures
-    from ranked
+    from numbered
 ),
 
 agent_items as (
@@ -82,6 +101,7 @@ select
     agent_id,
     label,
     confidence,
+    confidence_number,
     submitted_at,
     source_file,
     source_line,

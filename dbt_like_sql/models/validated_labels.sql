@@ -35,7 +35,7 @@ select
     p.item_id,
     p.agent_id,
     p.label,
-    try_cast(p.confidence as double) as confidence,
+    p.confidence_number as confidence,
     p.submitted_at,
     p.source_file,
     p.source_line,

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from pf_platform.partitions import daily_partitions
 from pf_platform.resources.labeling import LabelingTaskResource
 from pf_platform.resources.lake import PARTITION_COLUMN, LakeResource
-from pf_platform.sql.runner import ModelProject
+from pf_platform.resources.sql import SqlEngineResource
 
 EXPECTATIONS = {
     "row_readable": "the row could be read (UTF-8, size limit, field count, JSON object)",
@@ -35,14 +35,14 @@ EXAMPLES_SHOWN = 5
             "validated_labels",
             deps=["label_submissions"],
             group_name="labeling",
-            kinds={"delta", "duckdb"},
+            kinds={"delta", "sql"},
             description="Rows passing every expectation, one per record_id, with consensus.",
         ),
         dg.AssetSpec(
             "quarantined_labels",
             deps=["label_submissions"],
             group_name="labeling",
-            kinds={"delta", "duckdb"},
+            kinds={"delta", "sql"},
             description="Rows that failed an expectation, with the names of what they failed.",
         ),
     ],
@@ -53,7 +53,12 @@ EXAMPLES_SHOWN = 5
     partitions_def=daily_partitions,
 )
 def validate_labels(
-    context: dg.AssetExecutionContext, lake: LakeResource, labeling_task: LabelingTaskResource
+    context: dg.AssetExecutionContext,
+    # The Spark SQL engine runs where the step runs: on the cluster in the databricks profile.
+    step_launcher: dg.ResourceParam[dg.StepLauncher | None],
+    lake: LakeResource,
+    labeling_task: LabelingTaskResource,
+    sql_engine: SqlEngineResource,
 ):
     """Splits the day's submissions into validated and quarantined labels."""
     day = context.partition_key
@@ -62,8 +67,8 @@ def validate_labels(
         raise dg.Failure(f"jobs.label_submissions has no rows for {day}: materialize it first")
     bronze = bronze.drop_columns([PARTITION_COLUMN])
 
-    project = ModelProject(labeling_task.sql_variables())
-    tables = project.run_duckdb(
+    tables = sql_engine.run(
+        labeling_task.sql_variables(),
         {"label_submissions": bronze, **_known_records(lake, day)},
         ["validated_labels", "quarantined_labels"],
     )
@@ -80,6 +85,7 @@ def validate_labels(
             "rows_in": bronze.num_rows,
             "labels_with_consensus": with_consensus,
             "agents": len(pc.unique(validated["agent_id"])),
+            "sql_engine": sql_engine.engine,
             "table": lake.uri("jobs", "validated_labels"),
             "delta_version": validated_version,
         },
@@ -89,6 +95,7 @@ def validate_labels(
         metadata={
             "rows": quarantined.num_rows,
             "by_expectation": dg.MetadataValue.json(_failure_counts(quarantined)),
+            "sql_engine": sql_engine.engine,
             "table": lake.uri("jobs", "quarantined_labels"),
             "delta_version": quarantined_version,
         },

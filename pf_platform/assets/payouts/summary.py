@@ -6,17 +6,22 @@ import pyarrow.compute as pc
 from pf_platform.partitions import daily_partitions
 from pf_platform.resources.labeling import LabelingTaskResource
 from pf_platform.resources.lake import PARTITION_COLUMN, LakeResource
-from pf_platform.sql.runner import ModelProject
+from pf_platform.resources.sql import SqlEngineResource
 
 
 @dg.asset(
     partitions_def=daily_partitions,
     group_name="payouts",
     deps=["validated_labels"],
-    kinds={"delta", "duckdb"},
+    kinds={"delta", "sql"},
 )
 def agent_payout_summary(
-    context: dg.AssetExecutionContext, lake: LakeResource, labeling_task: LabelingTaskResource
+    context: dg.AssetExecutionContext,
+    # The Spark SQL engine runs where the step runs: on the cluster in the databricks profile.
+    step_launcher: dg.ResourceParam[dg.StepLauncher | None],
+    lake: LakeResource,
+    labeling_task: LabelingTaskResource,
+    sql_engine: SqlEngineResource,
 ) -> dg.MaterializeResult:
     """Verified labels, agreement rate and amount owed per agent for the day."""
     day = context.partition_key
@@ -24,8 +29,8 @@ def agent_payout_summary(
     if validated is None:
         raise dg.Failure(f"jobs.validated_labels has no rows for {day}: materialize it first")
 
-    project = ModelProject(labeling_task.sql_variables())
-    summary = project.run_duckdb(
+    summary = sql_engine.run(
+        labeling_task.sql_variables(),
         {"validated_labels": validated.drop_columns([PARTITION_COLUMN])},
         ["agent_payout_summary"],
     )["agent_payout_summary"]
@@ -41,6 +46,7 @@ def agent_payout_summary(
             "usdc_owed": str(owed or 0),
             "agreement_threshold": labeling_task.agreement_threshold,
             "rate_usdc": labeling_task.rate_usdc,
+            "sql_engine": sql_engine.engine,
             "table": lake.uri("agents", "payout_summary"),
             "delta_version": version,
         }
