@@ -40,6 +40,7 @@ test: install browser
 # Figures, not pass/fail timings: each benchmark prints what it measured.
 bench: install
 	$(BIN)/python -m pf_platform.bench.wallets
+	$(BIN)/python -m pf_platform.bench.transfers
 
 dev: install
 	$(BIN)/pf-platform dev
