@@ -139,6 +139,7 @@ class FaultFigures:
     found_paid_by_lookup: int = 0
     top_ups: int = 0
     kill_schedules: int = 0
+    spark_kills: int = 0
     kills_after_commit: int = 0
     kills_mid_transfer: int = 0
     kill_seconds: float = 0.0
@@ -150,7 +151,8 @@ class FaultFigures:
         kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(self.faults.items()))
         headline = (
             f"fault suite: {self.payout_schedules} payout schedules ({self.spark_schedules} of "
-            f"them sent from Spark tasks), {self.kill_schedules} kill schedules, "
+            f"them sent from Spark tasks), {self.kill_schedules} kill schedules ({self.spark_kills} "
+            "of a Spark fan-out), "
             f"{sum(self.faults.values())} faults injected ({kinds}), "
             f"{self.double_payments} double payments, {self.lost_payments} lost payments"
         )

@@ -12,7 +12,8 @@ batches sent one at a time stretch the transfer phase, so a kill can land inside
 
 With ``--wait`` the runner imports everything, prints ``ready`` and waits for a line on stdin
 before it starts the run (and exits without running at end of input): a test can start the next
-child while it is still busy with the current one. The exit code is 0 when the run succeeded and
+child while it is still busy with the current one. ``--fan-out spark`` sends from Spark tasks on
+a local session, started before ``ready``. The exit code is 0 when the run succeeded and
 1 when it failed.
 """
 
@@ -24,15 +25,17 @@ import sys
 import dagster as dg
 
 from pf_platform.definitions import build_definitions
+from pf_platform.resources.spark import SparkResource, local_spark_config
 
 
-def run_config(batch_size: int, concurrency: int) -> dict:
+def run_config(batch_size: int, concurrency: int, fan_out: str = "in_process") -> dict:
     """Run config that sets the payments resource's batching and keeps its key an env reference."""
     config = {
         # Run config replaces the resource's configuration, so the key is named again here.
         "api_key": {"env": "PF_API_KEY"},
         "batch_size": batch_size,
         "concurrency": concurrency,
+        "fan_out": fan_out,
     }
     return {"resources": {"purple_flea": {"config": config}}}
 
@@ -43,9 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--wait", action="store_true", help="print ready, then wait for a line")
+    parser.add_argument("--fan-out", choices=["in_process", "spark"], default="in_process")
     args = parser.parse_args(argv)
 
     job = build_definitions("local").resolve_job_def("payout_job")
+    if args.fan_out == "spark":
+        # Started before "ready", so the kill lands in the transfer phase, not in Spark's start;
+        # the job's pyspark resource gets this session from getOrCreate.
+        session = SparkResource(spark_config=local_spark_config(master="local[2]")).spark_session
+        print(f"spark {session.version} on {session.sparkContext.master}", file=sys.stderr)
     with dg.DagsterInstance.ephemeral() as instance:
         if args.wait:
             print("ready", flush=True)
@@ -53,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
         result = job.execute_in_process(
             partition_key=args.day,
-            run_config=run_config(args.batch_size, args.concurrency),
+            run_config=run_config(args.batch_size, args.concurrency, args.fan_out),
             instance=instance,
             raise_on_error=False,
         )

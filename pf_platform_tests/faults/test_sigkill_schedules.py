@@ -10,7 +10,9 @@ The bundled face-sentiment dataset is landed over 20 days and schedule ``k`` kil
 The child sends batches of 1 to 3 transfers one at a time against a sandbox that adds 150 to
 200 ms to each request, and is killed at a seeded moment after its first request reaches the
 sandbox: a random share of the phase's expected length, at most 1.5 s. Children start one
-schedule ahead and wait to be told to go, so their imports overlap the previous re-run.
+schedule ahead and wait to be told to go, so their imports overlap the previous re-run. Every
+fifth child sends from Spark tasks (two on a local session), so its kill also takes down a
+running Spark job whose tasks may still be sending; the re-run is in process.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class KillSchedule:
     batch_size: int
     latency_ms: int
     fraction: float
+    fan_out: str
 
     @classmethod
     def make(cls, index: int, day: str) -> KillSchedule:
@@ -66,6 +69,7 @@ class KillSchedule:
             batch_size=rng.randint(1, 3),
             latency_ms=rng.randint(150, 200),
             fraction=rng.random(),
+            fan_out="spark" if index % 5 == 4 else "in_process",
         )
 
     def kill_delay(self, transfers: int) -> float:
@@ -92,6 +96,8 @@ class Child:
                     "--concurrency",
                     "1",
                     "--wait",
+                    "--fan-out",
+                    schedule.fan_out,
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -265,6 +271,7 @@ def test_sigkill_mid_transfer_then_rerun(
     )
     world.done.add(index)
     fault_figures.kill_schedules += 1
+    fault_figures.spark_kills += int(schedule.fan_out == "spark")
     fault_figures.faults["sigkill"] += 1
     fault_figures.kills_after_commit += int(committed_at_kill > 0)
     fault_figures.kills_mid_transfer += int(0 < committed_at_kill < len(intents))
