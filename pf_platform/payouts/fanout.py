@@ -27,7 +27,7 @@ import simplejson
 
 from pf_platform.payouts.execution import OnSettled, SettlementReport, settle_plan
 from pf_platform.payouts.ledger import LedgerRow
-from pf_platform.payouts.planning import PlannedTransfer
+from pf_platform.payouts.planning import PlannedTransfer, plan_from_arrow, plan_to_arrow
 from pf_platform.resources.payments.client import ClientSettings, PurpleFleaClient
 
 if TYPE_CHECKING:
@@ -40,19 +40,6 @@ REPORT = "report"
 RESULT_SCHEMA = (
     "kind string, idempotency_key string, status string, tx_id string, error string, "
     "sent boolean, report string"
-)
-PLAN_SCHEMA = pa.schema(
-    [
-        ("idempotency_key", pa.string()),
-        ("payout_kind", pa.string()),
-        ("partition_date", pa.string()),
-        ("agent_id", pa.string()),
-        ("sequence", pa.int32()),
-        ("amount_usdc", pa.decimal128(38, 6)),
-        ("memo", pa.string()),
-        ("batch_number", pa.int32()),
-        ("action", pa.string()),
-    ]
 )
 
 
@@ -270,18 +257,15 @@ def _deal(planned: Sequence[PlannedTransfer], parts: int) -> list[list[PlannedTr
 
 
 def _to_ipc(plan: list[PlannedTransfer]) -> bytes:
-    table = pa.Table.from_pylist(
-        [{name: getattr(t, name) for name in PLAN_SCHEMA.names} for t in plan], schema=PLAN_SCHEMA
-    )
+    table = plan_to_arrow(plan)
     sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, PLAN_SCHEMA) as writer:
+    with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return sink.getvalue()
 
 
 def _from_ipc(data: bytes) -> list[PlannedTransfer]:
-    table = pa.ipc.open_stream(data).read_all()
-    return [PlannedTransfer(**row) for row in table.to_pylist()]
+    return plan_from_arrow(pa.ipc.open_stream(data).read_all())
 
 
 def _merge_report(report: SettlementReport, part: dict[str, Any]) -> None:

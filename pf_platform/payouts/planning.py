@@ -7,7 +7,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from pf_platform.payouts.ledger import SUCCEEDED, UNSETTLED, LedgerRow
+import pyarrow as pa
+
+from pf_platform.payouts.ledger import SUCCEEDED, UNSETTLED, USDC_TYPE, LedgerRow
 from pf_platform.payouts.money import to_usdc
 
 MAX_BATCH_SIZE = 1000
@@ -130,3 +132,32 @@ def plan_payouts(
         for index, (agent_id, sequence, key, amount, row_memo, action) in enumerate(pending)
     ]
     return PayoutPlan(transfers=transfers, paid=paid, overpaid=overpaid)
+
+
+PLAN_SCHEMA = pa.schema(
+    [
+        ("idempotency_key", pa.string()),
+        ("payout_kind", pa.string()),
+        ("partition_date", pa.string()),
+        ("agent_id", pa.string()),
+        ("sequence", pa.int32()),
+        ("amount_usdc", USDC_TYPE),
+        ("memo", pa.string()),
+        ("batch_number", pa.int32()),
+        ("action", pa.string()),
+    ]
+)
+
+
+def plan_to_arrow(transfers: Iterable[PlannedTransfer]) -> pa.Table:
+    """Planned transfers as a table of ``PLAN_SCHEMA`` (payout_batches, Spark task slices)."""
+    transfers = list(transfers)
+    return pa.Table.from_pydict(
+        {name: [getattr(t, name) for t in transfers] for name in PLAN_SCHEMA.names},
+        schema=PLAN_SCHEMA,
+    )
+
+
+def plan_from_arrow(table: pa.Table) -> list[PlannedTransfer]:
+    """The planned transfers of a table holding at least ``PLAN_SCHEMA``'s columns."""
+    return [PlannedTransfer(**row) for row in table.select(PLAN_SCHEMA.names).to_pylist()]

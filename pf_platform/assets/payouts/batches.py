@@ -1,32 +1,20 @@
 """Owed minus paid, split into batches of transfers with deterministic keys."""
 
-from dataclasses import asdict
 from decimal import Decimal
 
 import dagster as dg
-import pyarrow as pa
 
 from pf_platform.partitions import daily_partitions
-from pf_platform.payouts.ledger import USDC_TYPE
-from pf_platform.payouts.planning import PlannedTransfer, plan_payouts
+from pf_platform.payouts.planning import (
+    PlannedTransfer,
+    plan_from_arrow,
+    plan_payouts,
+    plan_to_arrow,
+)
 from pf_platform.resources.lake import LakeResource
 from pf_platform.resources.payments.resource import PurpleFleaResource
 
 PAYOUT_KIND = "labeling"
-
-BATCH_SCHEMA = pa.schema(
-    [
-        ("idempotency_key", pa.string()),
-        ("payout_kind", pa.string()),
-        ("partition_date", pa.string()),
-        ("agent_id", pa.string()),
-        ("sequence", pa.int32()),
-        ("amount_usdc", USDC_TYPE),
-        ("memo", pa.string()),
-        ("batch_number", pa.int32()),
-        ("action", pa.string()),
-    ]
-)
 
 
 def read_planned(lake: LakeResource, day: str) -> list[PlannedTransfer]:
@@ -34,8 +22,7 @@ def read_planned(lake: LakeResource, day: str) -> list[PlannedTransfer]:
     table = lake.read_partition("agents", "payout_batches", day)
     if table is None:
         return []
-    rows = table.select(BATCH_SCHEMA.names).to_pylist()
-    return sorted((PlannedTransfer(**row) for row in rows), key=lambda t: t.idempotency_key)
+    return sorted(plan_from_arrow(table), key=lambda t: t.idempotency_key)
 
 
 @dg.asset(
@@ -65,7 +52,7 @@ def payout_batches(
         partition_date=day,
         batch_size=purple_flea.batch_size,
     )
-    table = pa.Table.from_pylist([asdict(t) for t in plan.transfers], schema=BATCH_SCHEMA)
+    table = plan_to_arrow(plan.transfers)
     version = lake.overwrite_partition(
         "agents", "payout_batches", day, table.drop_columns(["partition_date"])
     )
