@@ -207,8 +207,9 @@ def _csv_block(path: Path, block: bytes, first: int, header: list[str]) -> pa.Ta
     numbers = _numbered(first, len(lines))
     # ASCII whitespace, as bytes.strip() sees it: what looks blank is skipped, not quarantined.
     blank = pc.equal(pc.ascii_trim_whitespace(lines), "")
-    # A quote or a stray carriage return needs the csv module; an over-long line, its message.
-    special = pc.greater(pc.binary_length(lines), MAX_LINE_BYTES)
+    # A quote or a stray carriage return needs the csv module; so does a line long enough to
+    # hold a field over the csv module's field limit; an over-long line needs its message.
+    special = pc.greater(pc.binary_length(lines), min(MAX_LINE_BYTES, csv.field_size_limit()))
     for mark in ('"', "\r"):
         if mark in text:
             special = pc.or_(special, pc.match_substring(lines, mark))
