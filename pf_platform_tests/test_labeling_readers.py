@@ -177,3 +177,24 @@ def test_csv_in_blocks_keeps_line_order_values_and_reasons(tmp_path, monkeypatch
     assert all(row["confidence"] is None for row in rows)
     assert rows[2]["raw"] == "r3,\\xff,sad"
     assert read_landing_folder(tmp_path).schema == readers.BRONZE_SCHEMA
+
+
+def test_lines_the_csv_module_refuses_are_quarantined_not_fatal(tmp_path):
+    # A carriage return inside an unquoted field, and a field over the csv module's 128 KiB limit
+    # in a line within the size limit, used to stop the whole day with csv.Error.
+    (tmp_path / "f.csv").write_bytes(
+        b"record_id,label\nr1,a\rb\nr2," + b"x" * 140_000 + b"\nr3,happy\n"
+    )
+    (tmp_path / "g.csv").write_bytes(b"record_id,la\rbel\nr4,sad\n")
+    rows = _rows(tmp_path)
+
+    assert [(row["source_file"], row["source_line"]) for row in rows] == [
+        ("f.csv", 2),
+        ("f.csv", 3),
+        ("f.csv", 4),
+        ("g.csv", 1),
+    ]
+    assert rows[0]["read_error"].startswith("f.csv:2: not readable as CSV (new-line character")
+    assert rows[1]["read_error"].startswith("f.csv:3: not readable as CSV (field larger")
+    assert rows[2]["record_id"] == "r3" and rows[2]["read_error"] is None
+    assert rows[3]["read_error"].endswith("(header line)")

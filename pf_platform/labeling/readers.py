@@ -2,10 +2,11 @@
 
 Every field lands as text, exactly as received; typing and judging the values is the job of the
 expectations in dbt_like_sql/. A line that cannot be read (bytes that are not UTF-8, a line over
-the size limit, a wrong field count, JSON that is not an object) still becomes a row, with
-``read_error`` saying what went wrong and ``raw`` holding the start of the line, so it ends in
-quarantine with a reason instead of vanishing or stopping the day. A file that cannot be read at
-all (empty, unknown format, a broken Parquet footer) becomes one such row with line 0.
+the size limit, a wrong field count, CSV the csv module refuses, JSON that is not an object)
+still becomes a row, with ``read_error`` saying what went wrong and ``raw`` holding the start of
+the line, so it ends in quarantine with a reason instead of vanishing or stopping the day. A file
+that cannot be read at all (empty, unknown format, a broken Parquet footer) becomes one such row
+with line 0.
 
 CSV, the format labels really land in, is read in bulk: a file is cut into blocks of whole lines,
 and in each block the plain lines (valid UTF-8, no quote, no stray carriage return, within the
@@ -146,7 +147,12 @@ def _read_csv(path: Path) -> pa.Table:
             text, error = None, f"{path.name}:{number - 1}: {error}"
         if error is not None:
             return _table([_row(path, number - 1, {}, f"{error} (header line)", _preview(line))])
-        header = [name.strip().lower() for name in next(csv.reader([text]))]
+        try:
+            names = next(csv.reader([text]))
+        except csv.Error as exc:
+            error = f"{path.name}:{number - 1}: not readable as CSV ({exc}) (header line)"
+            return _table([_row(path, number - 1, {}, error, _preview(line))])
+        header = [name.strip().lower() for name in names]
     if header is None:
         return _table([_file_error(path, "no header line")])
 
@@ -178,7 +184,14 @@ def _csv_line(path: Path, number: int, line: bytes, error: str | None, header: l
         text, error = None, f"{path.name}:{number}: {error}"
     if error is not None:
         return _row(path, number, {}, error, _preview(line))
-    values = next(csv.reader([text]))
+    try:
+        values = next(csv.reader([text]))
+    except csv.Error as exc:
+        # A carriage return inside an unquoted field, or a field over the csv module's limit:
+        # the line is unreadable, not the file.
+        return _row(
+            path, number, {}, f"{path.name}:{number}: not readable as CSV ({exc})", _preview(line)
+        )
     if len(values) != len(header):
         message = f"{path.name}:{number}: expected {len(header)} fields, found {len(values)}"
         return _row(path, number, {}, message, _preview(line))
