@@ -15,7 +15,9 @@ Run it with ``python -m pf_platform.bench.partition`` (``--help`` lists the knob
    transfers paid, this process's peak RSS (``ru_maxrss`` never goes down, so sizes run
    smallest first and each figure is the peak so far), CPU time here and in the sandbox, and
    the load average when the run started;
-5. checks the result: transfers committed on the sandbox equal the succeeded ledger rows, the
+5. prints how long transfer_results took to its materialization (paying and recording) and to
+   each of its asset checks;
+6. checks the result: transfers committed on the sandbox equal the succeeded ledger rows, the
    USDC paid (ledger and sandbox balances) equals the sum of agent_payout_summary, and both match
    a plain-Python count of eligible agents and amounts made from the dataset itself.
 
@@ -227,6 +229,30 @@ def _step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]
     return seconds
 
 
+def _phases(instance: dg.DagsterInstance, run_id: str, step: str) -> list[tuple[str, float]]:
+    """Within one step: seconds to its materialization, then to each asset check's result.
+
+    The step yields its materialization and then computes and yields its checks one by one, so
+    the gap before each check's event is the time that check took.
+    """
+    kinds = {
+        dg.DagsterEventType.STEP_START,
+        dg.DagsterEventType.ASSET_MATERIALIZATION,
+        dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+    }
+    phases: list[tuple[str, float]] = []
+    previous = None
+    for entry in instance.all_logs(run_id, of_type=kinds):
+        if entry.step_key != step:
+            continue
+        if previous is not None:
+            evaluation = entry.asset_check_evaluation
+            name = evaluation.check_name if evaluation is not None else "materialization"
+            phases.append((name, entry.timestamp - previous))
+        previous = entry.timestamp
+    return phases
+
+
 def _set_env(home: Path, base_url: str, key: str) -> None:
     # The resources read these when the definitions are built, as in the demo.
     os.environ["PF_HOME"] = str(home)
@@ -339,6 +365,11 @@ def run_size(
             result.problems.append(f"the run failed at {', '.join(failures) or 'start-up'}")
         _check(result, admin, LakeResource())
         admin.close()
+        phases = _phases(instance, run.run_id, "transfer_results")
+        echo(
+            "  transfer_results, seconds to each event: "
+            + ", ".join(f"{name} {seconds:.1f}" for name, seconds in phases)
+        )
 
     if profiler is not None and profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
