@@ -125,14 +125,17 @@ def _answers(dataset: Dataset) -> list[dict[str, str]]:
 def owed_per_agent(answers: list[dict[str, str]], task: LabelingTaskResource) -> dict[str, Decimal]:
     """What each agent of one landed copy earns, counted in plain Python from the answers.
 
-    The same rules as the SQL models, written out independently: an agent's first label of an
-    item counts; an item with at least ``min_votes`` labels and a unique most frequent label has
-    that label as consensus; an agent agreeing on at least ``agreement_threshold`` of its judged
-    labels earns ``rate_usdc`` per agreeing label.
+    The same rules as the SQL models, written out independently: a label outside the label set
+    is not counted; an agent's first counted label of an item counts; an item with at least
+    ``min_votes`` labels and a unique most frequent label has that label as consensus; an agent
+    agreeing on at least ``agreement_threshold`` of its judged labels earns ``rate_usdc`` per
+    agreeing label.
     """
     seen: set[tuple[str, str]] = set()
     kept = []
     for row in answers:
+        if row["label"] not in task.label_set:
+            continue
         if (row["agent_id"], row["item_id"]) not in seen:
             seen.add((row["agent_id"], row["item_id"]))
             kept.append(row)
