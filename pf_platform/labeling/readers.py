@@ -136,22 +136,22 @@ def _read_csv(path: Path) -> pa.Table:
     while header is None and offset < len(data):
         end = data.find(b"\n", offset)
         end = len(data) if end < 0 else end + 1
-        cleaned = _clean(number, data[offset:end])
+        current, cleaned = number, _clean(number, data[offset:end])
         offset, number = end, number + 1
         if cleaned is None:
             continue
         line, error = cleaned
         if error is None:
-            text, error = _decode(path, number - 1, line)
+            text, error = _decode(path, current, line)
         else:
-            text, error = None, f"{path.name}:{number - 1}: {error}"
+            text, error = None, f"{path.name}:{current}: {error}"
+        if error is None:
+            try:
+                names = next(csv.reader([text]))
+            except csv.Error as exc:
+                error = f"{path.name}:{current}: not readable as CSV ({exc})"
         if error is not None:
-            return _table([_row(path, number - 1, {}, f"{error} (header line)", _preview(line))])
-        try:
-            names = next(csv.reader([text]))
-        except csv.Error as exc:
-            error = f"{path.name}:{number - 1}: not readable as CSV ({exc}) (header line)"
-            return _table([_row(path, number - 1, {}, error, _preview(line))])
+            return _table([_row(path, current, {}, f"{error} (header line)", _preview(line))])
         header = [name.strip().lower() for name in names]
     if header is None:
         return _table([_file_error(path, "no header line")])
