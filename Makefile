@@ -11,7 +11,7 @@ export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install browser demo test dev bench lint clean
+.PHONY: install browser demo test dev bench bench-partition lint clean
 
 install: $(STAMP)
 
@@ -38,9 +38,14 @@ test: install browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Figures, not pass/fail timings: each benchmark prints what it measured.
-bench: install
+bench: install bench-partition
 	$(BIN)/python -m pf_platform.bench.wallets
 	$(BIN)/python -m pf_platform.bench.transfers
+
+# One whole payout day, landing files to ledger, at 200K and 2M label rows; exits 1 when the money
+# paid disagrees with the ledger, the sandbox or the dataset.
+bench-partition: install
+	$(BIN)/python -m pf_platform.bench.partition --rows 200000,2000000
 
 dev: install
 	$(BIN)/pf-platform dev

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from pf_platform.labeling import readers
 from pf_platform.labeling.landing import resolve_dataset, spread_over_days
 from pf_platform.labeling.readers import MAX_LINE_BYTES, read_landing_folder
 
@@ -139,3 +141,60 @@ def test_byte_order_mark_and_folders(tmp_path):
     assert [(row["record_id"], row["agent_id"]) for row in rows[:2]] == [("r1", "a"), ("r2", "b")]
     assert rows[2]["source_file"] == "nested"
     assert rows[2]["read_error"] == "nested: a folder; landing files must lie in the day folder"
+
+
+@pytest.mark.parametrize("block_bytes", [16, readers.CSV_BLOCK_BYTES])
+def test_csv_in_blocks_keeps_line_order_values_and_reasons(tmp_path, monkeypatch, block_bytes):
+    # 16-byte blocks hold about one line each: every kind of line meets a block boundary.
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", block_bytes)
+    (tmp_path / "e.csv").write_bytes(
+        b"record_id,label,label\r\n"
+        b"r1,x,happy\r\n"
+        b"\r\n"
+        b" \t \n"
+        b'r2,"a,b",sad\n'
+        b"r3,\xff,sad\n"
+        b"r4,only\n"
+        b"r5,,neutral\n"
+        b"r6,\xc3\xa9,NA\n"
+        b"r7,y," + b"z" * 40 + b"\n"
+        b"r8,y,last"
+    )
+    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 30)
+    rows = _rows(tmp_path)
+
+    assert [(r["source_line"], r["record_id"], r["label"], r["read_error"]) for r in rows] == [
+        (2, "r1", "happy", None),
+        (5, "r2", "sad", None),
+        (6, None, None, "e.csv:6: not valid UTF-8 at byte 3"),
+        (7, None, None, "e.csv:7: expected 3 fields, found 2"),
+        (8, "r5", "neutral", None),
+        (9, "r6", "NA", None),
+        (10, None, None, "e.csv:10: line is 45 bytes, over the limit of 30"),
+        (11, "r8", "last", None),
+    ]
+    # A column the header lacks is null; the start of an unreadable line is kept, escaped.
+    assert all(row["confidence"] is None for row in rows)
+    assert rows[2]["raw"] == "r3,\\xff,sad"
+    assert read_landing_folder(tmp_path).schema == readers.BRONZE_SCHEMA
+
+
+def test_lines_the_csv_module_refuses_are_quarantined_not_fatal(tmp_path):
+    # A carriage return inside an unquoted field, and a field over the csv module's 128 KiB limit
+    # in a line within the size limit, used to stop the whole day with csv.Error.
+    (tmp_path / "f.csv").write_bytes(
+        b"record_id,label\nr1,a\rb\nr2," + b"x" * 140_000 + b"\nr3,happy\n"
+    )
+    (tmp_path / "g.csv").write_bytes(b"record_id,la\rbel\nr4,sad\n")
+    rows = _rows(tmp_path)
+
+    assert [(row["source_file"], row["source_line"]) for row in rows] == [
+        ("f.csv", 2),
+        ("f.csv", 3),
+        ("f.csv", 4),
+        ("g.csv", 1),
+    ]
+    assert rows[0]["read_error"].startswith("f.csv:2: not readable as CSV (new-line character")
+    assert rows[1]["read_error"].startswith("f.csv:3: not readable as CSV (field larger")
+    assert rows[2]["record_id"] == "r3" and rows[2]["read_error"] is None
+    assert rows[3]["read_error"].endswith("(header line)")

@@ -59,6 +59,12 @@ class SandboxAdmin:
         response.raise_for_status()
         return response.json()
 
+    def audit(self) -> dict:
+        """The sandbox's books: balances by kind of account, and whether they add up."""
+        response = self._http.get("/admin/audit")
+        response.raise_for_status()
+        return simplejson.loads(response.text, use_decimal=True)
+
     def set_crypto(self, agent_id: str, btc: Decimal, eth: Decimal) -> None:
         self.post("/admin/balances", {"agent_id": agent_id, "btc": btc, "eth": eth})
 

@@ -52,8 +52,9 @@ class LakeResource(dg.ConfigurableResource):
     @retry_on_commit_conflict
     def overwrite_partition(self, schema: str, table: str, partition: str, data: pa.Table) -> int:
         """Replaces one partition's rows with ``data``; returns the table version written."""
+        # pa.repeat fills the column in Arrow; a Python list of 2M copies took half a second.
         data = data.append_column(
-            PARTITION_COLUMN, pa.array([partition] * data.num_rows, pa.string())
+            PARTITION_COLUMN, pa.repeat(pa.scalar(partition, pa.string()), data.num_rows)
         )
         uri = self.uri(schema, table)
         write_deltalake(

@@ -109,7 +109,13 @@ def _known_records(lake: LakeResource, day: str) -> dict[str, pa.Table]:
     owners_schema = pa.schema(
         [("record_id", pa.string()), ("source_file", pa.string()), ("source_line", pa.int64())]
     )
-    owners = lake.read_partition("jobs", "validated_labels", day)
+    # Only the three columns the models match on: a re-run of a 2M-row day read all eleven.
+    owners = lake.read_table(
+        "jobs",
+        "validated_labels",
+        columns=owners_schema.names,
+        filters=[(PARTITION_COLUMN, "=", day)],
+    )
     # TODO: reads every record_id validated on other days; removable when the scale-out issue
     # bounds it (a record_id index table or a window of days) for millions of rows.
     others = lake.read_table(
