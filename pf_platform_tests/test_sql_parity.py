@@ -327,6 +327,7 @@ def _materialize_days(engine: str, landing: Path, lake_root: Path, days: list[st
         ),
         "pyspark": pyspark,
         "sql_engine": SqlEngineResource(engine=engine, pyspark=pyspark),
+        "step_launcher": dg.ResourceDefinition.none_resource(),
     }
     for day in days:
         result = dg.materialize(
