@@ -18,7 +18,8 @@ REGISTER_CHUNK = 20_000
 class SandboxAdmin:
     """The few treasury calls the benchmark makes to set the sandbox up."""
 
-    def __init__(self, base_url: str, key: str) -> None:
+    def __init__(self, base_url: str, key: str, server_pid: int | None = None) -> None:
+        self.server_pid = server_pid
         self._http = httpx.Client(
             base_url=base_url,
             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
@@ -104,3 +105,14 @@ def children_cpu_seconds() -> float:
         if int(fields[1]) == os.getpid():
             total += (int(fields[11]) + int(fields[12])) / ticks
     return total
+
+
+def process_cpu_seconds(pid: int | None) -> float:
+    """User plus system CPU seconds of one process so far, from /proc; 0 elsewhere or if gone."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -47,9 +47,9 @@ import simplejson
 
 from pf_platform.bench.common import (
     SandboxAdmin,
-    children_cpu_seconds,
     cpu_seconds,
     peak_rss_mib,
+    process_cpu_seconds,
 )
 from pf_platform.payouts.execution import OnSettled, SettlementReport, pay_planned
 from pf_platform.payouts.fanout import FanOut, InProcessFanOut, SparkFanOut
@@ -140,7 +140,7 @@ def run_fan_out(
     before = admin.stats()
     planned = plan(agent_ids, kind, batch_size)
     timed = TimedFanOut(fan_out)
-    cpu, server_cpu = cpu_seconds(), children_cpu_seconds()
+    cpu, server_cpu = cpu_seconds(), process_cpu_seconds(admin.server_pid)
     started = time.perf_counter()
     report = pay_planned(
         ledger,
@@ -153,7 +153,7 @@ def run_fan_out(
         flush_rows=len(planned),
     )
     total = time.perf_counter() - started
-    cpu, server_cpu = cpu_seconds() - cpu, children_cpu_seconds() - server_cpu
+    cpu, server_cpu = cpu_seconds() - cpu, process_cpu_seconds(admin.server_pid) - server_cpu
     after = admin.stats()
     responses_429 = after["responses_429"] - before["responses_429"]
     failed = sum(1 for row in report.rows if row.status != SUCCEEDED)
@@ -263,7 +263,7 @@ def fan_out_part(
     requests = math.ceil(agents / MAX_BATCH_SIZE)
     rows: list[Row] = []
     with SandboxProcess(root / "fan-out" / "ledger.db", treasury_usdc=10**9) as sandbox:
-        admin = SandboxAdmin(sandbox.base_url, sandbox.treasury_key)
+        admin = SandboxAdmin(sandbox.base_url, sandbox.treasury_key, sandbox.pid)
         started = time.perf_counter()
         admin.register(agent_ids)
         click.echo(f"set-up: {agents:,} agents registered in {time.perf_counter() - started:.1f} s")
@@ -363,7 +363,7 @@ def rate_limit_part(
     limit = RateLimit(rpm, burst)
     floor = limit.floor_seconds(requests) + latency_ms / 1000
     with SandboxProcess(root / "limited" / "ledger.db", treasury_usdc=10**9) as sandbox:
-        admin = SandboxAdmin(sandbox.base_url, sandbox.treasury_key)
+        admin = SandboxAdmin(sandbox.base_url, sandbox.treasury_key, sandbox.pid)
         started = time.perf_counter()
         admin.register(agent_ids)
         click.echo(f"set-up: {agents:,} agents registered in {time.perf_counter() - started:.1f} s")
@@ -412,7 +412,7 @@ def shape_part(
     agent_ids = [f"agent-{index:07d}" for index in range(max(unlimited, limited) * batch_size)]
     rows: list[Row] = []
     with SandboxProcess(root / "shape" / "ledger.db", treasury_usdc=10**9) as sandbox:
-        admin = SandboxAdmin(sandbox.base_url, sandbox.treasury_key)
+        admin = SandboxAdmin(sandbox.base_url, sandbox.treasury_key, sandbox.pid)
         admin.register(agent_ids)
         ledger = Ledger(str(root / "shape" / "transactions"))
         admin.set_faults(latency_ms=latency_ms)

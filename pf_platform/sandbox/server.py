@@ -190,6 +190,11 @@ class SandboxProcess:
         self._treasury_key: str | None = None
 
     @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def base_url(self) -> str:
         """``http://host:port`` of the server."""
         if self.port is None:
