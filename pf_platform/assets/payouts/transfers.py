@@ -284,7 +284,7 @@ def _overpayment_check(rows: list[LedgerRow], owed: dict[str, Decimal]) -> dg.As
 def _reconciliation_check(
     purple_flea: PurpleFleaResource, rows: list[LedgerRow]
 ) -> dg.AssetCheckResult:
-    # TODO: one lookup request per key (27 s of the 2M-label benchmark's 42 s, 8,783 keys); at
+    # TODO: one lookup request per key (18 s of the 2M-label benchmark's 29 s, 8,783 keys); at
     # 100K keys a day it outgrows the run. Removable when the API can list a payer's transactions
     # by key prefix or time range, so the check pages through them instead.
     async def run():
