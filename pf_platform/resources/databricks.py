@@ -73,6 +73,7 @@ CLUSTER_LIBRARIES = (
     "tenacity",
     "aiolimiter",
     "simplejson",
+    "msgspec",
     "pyyaml",
 )
 

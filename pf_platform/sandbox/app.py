@@ -1,7 +1,7 @@
 """The sandbox's HTTP API: a Starlette app over the ledger, wrapped in the fault middleware.
 
-Routes (JSON bodies read and written by simplejson with ``use_decimal``, so every amount is an
-exact decimal literal):
+Routes (JSON bodies read and written by ``pf_platform.wire``, so every amount is an exact decimal
+literal):
 
 - ``GET /health`` (no key).
 - ``POST /wallet/batch-transfer``, ``GET /wallet/balances``, ``GET /wallet/transactions``.
@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
-import simplejson
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
@@ -35,6 +34,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pf_platform import wire
 from pf_platform.sandbox.faults import FaultInjector, FaultPlan, InvalidKnobError
 from pf_platform.sandbox.ledger import (
     BTC_PLACES,
@@ -87,12 +87,12 @@ class ApiError(Exception):
 
 
 class JsonResponse(Response):
-    """A JSON response written by simplejson, so ``Decimal`` values stay exact."""
+    """A JSON response whose ``Decimal`` values are written as exact numbers."""
 
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return simplejson.dumps(content, use_decimal=True, separators=(",", ":")).encode()
+        return wire.encode(content)
 
 
 def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
@@ -364,8 +364,8 @@ class _Api:
 async def _json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
-        body = simplejson.loads(raw, use_decimal=True)
-    except (ValueError, UnicodeDecodeError):
+        body = wire.decode(raw)
+    except wire.DecodeError:
         raise ApiError(400, "invalid_request", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "the body must be a JSON object")
@@ -392,7 +392,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def _json_messages(
     status: int, payload: Any, headers: dict[str, str] | None = None
 ) -> list[Message]:
-    body = simplejson.dumps(payload, use_decimal=True, separators=(",", ":")).encode()
+    body = wire.encode(payload)
     raw_headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -153,9 +153,9 @@ def test_amounts_are_exact_literals_on_the_wire_and_in_the_ledger(sandbox, agent
     results, records, balances = run(scenario, make_client(sandbox, transport=transport))
 
     body = transport.requests[0].content
-    assert b'"amount_usdc": 0.002,' in body
-    assert b'"amount_usdc": 1234.567891,' in body
-    assert b'"amount_usdc": 100,' in body
+    assert b'"amount_usdc":0.002,' in body
+    assert b'"amount_usdc":1234.567891,' in body
+    assert b'"amount_usdc":100,' in body
     assert b'"0.002"' not in body and b"0.0020000" not in body
     sent = simplejson.loads(body, use_decimal=True)["transfers"]
     assert [t["amount_usdc"] for t in sent] == [Decimal("0.002"), Decimal("1234.567891"), 100]

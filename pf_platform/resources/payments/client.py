@@ -1,8 +1,8 @@
 """Async HTTP client for the Purple Flea payments API.
 
 One ``PurpleFleaClient`` owns one pooled ``httpx.AsyncClient``. Bodies travel as JSON written and
-read by simplejson with ``use_decimal``, so an amount is an exact decimal literal on the wire and
-a ``Decimal`` in Python, never a float.
+read by ``pf_platform.wire``, so an amount is an exact decimal literal on the wire and a
+``Decimal`` in Python, never a float.
 
 Retries are jittered exponential backoff (tenacity), capped in delay and in attempts. They cover
 answers that say nothing about the request itself: no connection, a timeout, 429 and 5xx. A POST
@@ -31,7 +31,6 @@ from typing import Any, Self
 from urllib.parse import quote, urlsplit
 
 import httpx
-import simplejson
 from aiolimiter import AsyncLimiter
 from tenacity import (
     AsyncRetrying,
@@ -41,6 +40,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from pf_platform import wire
 from pf_platform.payouts.money import to_usdc
 from pf_platform.resources.payments.errors import (
     APIConnectionError,
@@ -512,7 +512,7 @@ class PurpleFleaClient:
     ) -> _Reply:
         content = None
         if payload is not None:
-            content = simplejson.dumps(payload, use_decimal=True).encode("utf-8")
+            content = wire.encode(payload)
             headers = {**(headers or {}), "Content-Type": "application/json"}
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("request_body method=%s path=%s body=%s", method, path, content)
@@ -585,8 +585,8 @@ class PurpleFleaClient:
             if not response.is_success:
                 raise error_from_response(response, idempotency_key=idempotency_key)
             try:
-                body = simplejson.loads(response.content, use_decimal=True)
-            except (ValueError, UnicodeDecodeError) as exc:
+                body = wire.decode(response.content)
+            except wire.DecodeError as exc:
                 raise UnexpectedResponseError(
                     f"{method} {path} answered {status} with a body that is not JSON",
                     http_status=status,

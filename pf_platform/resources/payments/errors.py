@@ -31,7 +31,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-import simplejson
+
+from pf_platform import wire
 
 # Anything shaped like a Purple Flea key, live or sandbox.
 _KEY_PATTERN = re.compile(r"pf_(?:live|test)_[A-Za-z0-9_\-]+")
@@ -203,8 +204,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 def _error_body(response: httpx.Response) -> dict[str, Any]:
     """The ``error`` object of a response, or an empty dict when the body has none."""
     try:
-        body = simplejson.loads(response.content, use_decimal=True)
-    except (ValueError, UnicodeDecodeError):
+        body = wire.decode(response.content)
+    except wire.DecodeError:
         return {}
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return body["error"]
