@@ -1,8 +1,8 @@
 """Plain values exchanged with the Purple Flea payments API.
 
 Every amount is a ``decimal.Decimal``. Requests are built from these objects with ``to_wire`` and
-responses are read back with ``from_wire``; the JSON layer (simplejson with ``use_decimal``)
-keeps amounts as exact decimal literals in both directions. Nothing here imports Dagster, so
+responses are read back with ``from_wire``; the JSON layer (``pf_platform.wire``) keeps amounts
+as exact decimal literals in both directions. Nothing here imports Dagster, so
 Spark executors can use it.
 """
 
@@ -20,12 +20,15 @@ MAX_BATCH_SIZE = 1000
 def wire_amount(amount: Decimal) -> Decimal:
     """Returns ``amount`` in its shortest plain form for the JSON body.
 
-    ``Decimal("0.002000")`` becomes ``0.002`` and ``Decimal("100.000000")`` becomes ``100``;
-    the value is unchanged, only trailing zeros go. ``normalize`` alone would print ``1E+2``,
-    which is valid JSON but hard to read in a request log, so the result is re-read from its
-    fixed-point text.
+    ``Decimal("0.002000")`` becomes ``0.002`` and ``Decimal("1E+2")`` becomes ``100``: the value
+    is unchanged, only trailing zeros and exponents go, so a request log reads plainly. Built
+    from the exact fixed-point text: ``normalize`` would round a value of more than 28 digits
+    to the context's precision.
     """
-    return Decimal(format(amount.normalize(), "f"))
+    text = format(amount, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return Decimal(text)
 
 
 def _decimal(value: Any, name: str) -> Decimal:
