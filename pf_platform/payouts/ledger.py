@@ -90,36 +90,83 @@ class LedgerRow:
     created_at: datetime = field(default_factory=utc_now)
     updated_at: datetime = field(default_factory=utc_now)
 
+    @classmethod
+    def pending(
+        cls,
+        *,
+        idempotency_key: str,
+        payout_kind: str,
+        partition_date: str,
+        agent_id: str,
+        sequence: int,
+        amount_usdc: Decimal,
+        memo: str,
+        now: datetime | None = None,
+    ) -> LedgerRow:
+        """A new intent, created (and last updated) at ``now``, by default the current time."""
+        now = now or utc_now()
+        return _row_of(
+            {
+                "idempotency_key": idempotency_key,
+                "payout_kind": payout_kind,
+                "partition_date": partition_date,
+                "agent_id": agent_id,
+                "sequence": sequence,
+                "amount_usdc": amount_usdc,
+                "memo": memo,
+                "status": PENDING,
+                "tx_id": None,
+                "error": None,
+                "attempts": 0,
+                "run_id": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+
     def settle(
         self, status: str, *, tx_id=None, error=None, sent=False, run_id=None, now=None
     ) -> LedgerRow:
         """This row with an outcome recorded (``now`` defaults to the current time)."""
-        # Built directly: dataclasses.replace was a fifth of the client's CPU at 100K transfers.
-        return LedgerRow(
-            self.idempotency_key,
-            self.payout_kind,
-            self.partition_date,
-            self.agent_id,
-            self.sequence,
-            self.amount_usdc,
-            self.memo,
-            status,
-            tx_id,
-            error,
-            self.attempts + (1 if sent else 0),
-            run_id or self.run_id,
-            self.created_at,
-            now or utc_now(),
-        )
+        fields = dict(self.__dict__)
+        fields["status"] = status
+        fields["tx_id"] = tx_id
+        fields["error"] = error
+        if sent:
+            fields["attempts"] = self.attempts + 1
+        if run_id:
+            fields["run_id"] = run_id
+        fields["updated_at"] = now or utc_now()
+        return _row_of(fields)
 
 
-def to_arrow(rows: Iterable[LedgerRow]) -> pa.Table:
+def _row_of(fields: dict[str, object]) -> LedgerRow:
+    """A row holding exactly ``fields`` (every field of the dataclass, nothing else).
+
+    It skips the frozen dataclass's ``__init__``, which sets each of the 14 fields through
+    ``object.__setattr__``: at a million transfers, making intents and settling them that way
+    took 4.5 s and 2 s of the client's CPU; this takes a fifth of it. ``dataclasses.replace`` was
+    slower still.
+    """
+    row = object.__new__(LedgerRow)
+    row.__dict__.update(fields)
+    return row
+
+
+# What recording an outcome changes on a row that already exists.
+OUTCOME_COLUMNS = ("status", "tx_id", "error", "attempts", "run_id", "updated_at")
+_OUTCOME_SCHEMA = pa.schema(
+    [LEDGER_SCHEMA.field(name) for name in ("idempotency_key", "partition_date", *OUTCOME_COLUMNS)]
+)
+
+
+def to_arrow(rows: Iterable[LedgerRow], schema: pa.Schema = LEDGER_SCHEMA) -> pa.Table:
+    """The rows as a table of ``schema``'s columns (every ledger column by default)."""
     # Column by column: dataclasses.asdict deep-copies every field of every row, which cost
     # more than the Delta commit itself for a day of 100K transfers.
     rows = list(rows)
     return pa.Table.from_pydict(
-        {name: [getattr(row, name) for row in rows] for name in LEDGER_SCHEMA.names},
-        schema=LEDGER_SCHEMA,
+        {name: [getattr(row, name) for row in rows] for name in schema.names}, schema=schema
     )
 
 
@@ -163,13 +210,12 @@ class Ledger:
 
     @retry_on_commit_conflict
     def _merge(self, rows: list[LedgerRow], *, update: bool) -> None:
-        source = to_arrow(rows)
         table = self._table()
         if table is None:
             try:
                 write_deltalake(
                     self.uri,
-                    source,
+                    to_arrow(rows),
                     mode="error",
                     partition_by=["partition_date"],
                     storage_options=self.storage_options,
@@ -182,6 +228,9 @@ class Ledger:
                     raise
         partitions = sorted({row.partition_date for row in rows})
         in_partitions = ", ".join(f"'{value}'" for value in partitions)
+        # An outcome only changes its row's outcome columns, so only those are converted and
+        # shipped: a third of the cost of the whole row (Decimal and two timestamps per row).
+        source = to_arrow(rows, _OUTCOME_SCHEMA if update else LEDGER_SCHEMA)
         merger = table.merge(
             source,
             predicate=(
@@ -191,9 +240,9 @@ class Ledger:
             target_alias="t",
         )
         if update:
-            columns = ("status", "tx_id", "error", "attempts", "run_id", "updated_at")
             merger = merger.when_matched_update(
-                {name: f"s.{name}" for name in columns}, predicate=f"t.status <> '{SUCCEEDED}'"
+                {name: f"s.{name}" for name in OUTCOME_COLUMNS},
+                predicate=f"t.status <> '{SUCCEEDED}'",
             )
         else:
             merger = merger.when_not_matched_insert_all()

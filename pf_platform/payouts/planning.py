@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 import pyarrow as pa
 
 from pf_platform.payouts.ledger import SUCCEEDED, UNSETTLED, USDC_TYPE, LedgerRow
 from pf_platform.payouts.money import to_usdc
+from pf_platform.resources.payments.models import Transfer
 
 MAX_BATCH_SIZE = 1000
 
@@ -41,9 +43,9 @@ class PlannedTransfer:
     batch_number: int
     action: str
 
-    def intent(self) -> LedgerRow:
-        """The write-ahead ledger row for this transfer."""
-        return LedgerRow(
+    def intent(self, now: datetime | None = None) -> LedgerRow:
+        """The write-ahead ledger row for this transfer, created at ``now`` (default: now)."""
+        return LedgerRow.pending(
             idempotency_key=self.idempotency_key,
             payout_kind=self.payout_kind,
             partition_date=self.partition_date,
@@ -51,6 +53,16 @@ class PlannedTransfer:
             sequence=self.sequence,
             amount_usdc=self.amount_usdc,
             memo=self.memo,
+            now=now,
+        )
+
+    def to_transfer(self) -> Transfer:
+        """The transfer as the client sends it; raises ``ValueError`` for a refused field."""
+        return Transfer(
+            recipient_agent_id=self.agent_id,
+            amount_usdc=self.amount_usdc,
+            memo=self.memo,
+            idempotency_key=self.idempotency_key,
         )
 
 
