@@ -3,18 +3,22 @@
 ``pay_planned`` is the whole ledger protocol for one run of one partition: commit an intent for
 every new transfer before anything is sent; for transfers an earlier run left unsettled, ask the
 API whether their key was paid; send the rest in parallel batches; and record each batch's
-outcomes as they arrive, flushing them to the ledger in groups so a run killed halfway leaves
-little to look up. Who sends the batches is the ``fan_out``'s business (this process or Spark
-tasks). It imports no Dagster, so tests and Spark executors drive it directly.
+outcomes as they arrive, committing them to the ledger in groups from a thread of their own, so
+sending never waits for Delta and a run killed halfway leaves little to look up. Who sends the
+batches is the ``fan_out``'s business (this process or Spark tasks). It imports no Dagster, so
+tests and Spark executors drive it directly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from pf_platform.payouts.ledger import (
     CONFLICT,
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
 
 INSUFFICIENT_FUNDS = "insufficient_funds"
 DEFAULT_FLUSH_ROWS = 5000
+DEFAULT_FLUSH_SECONDS = 2.0
 
 OnSettled = Callable[[list[LedgerRow]], None]
 
@@ -105,6 +110,7 @@ def pay_planned(
     payout_kind: str,
     run_id: str,
     flush_rows: int = DEFAULT_FLUSH_ROWS,
+    flush_seconds: float = DEFAULT_FLUSH_SECONDS,
     progress: Callable[[int, int], None] | None = None,
 ) -> SettlementReport:
     """Runs the ledger protocol for one partition's plan; returns what this run settled.
@@ -117,39 +123,102 @@ def pay_planned(
         partition_date: the partition.
         payout_kind: the payout kind of the plan.
         run_id: recorded on every row this run settles.
-        flush_rows: settled rows buffered before they are committed to the ledger.
-        progress: called with (settled so far, planned) after each flush.
+        flush_rows: settled rows gathered before a commit of outcomes starts.
+        flush_seconds: the least time between the starts of two commits of outcomes.
+        progress: called with (recorded so far, planned) after each commit of outcomes.
     """
     if not planned:
         return SettlementReport()
     existing = {row.idempotency_key: row for row in ledger.read(partition_date, payout_kind)}
-    new_intents = [t.intent() for t in planned if t.idempotency_key not in existing]
+    now = utc_now()
+    new_intents = [t.intent(now) for t in planned if t.idempotency_key not in existing]
     # Write-ahead: every new intent is committed before any request can carry it.
     ledger.write_intents(new_intents)
     intents = {**existing, **{row.idempotency_key: row for row in new_intents}}
 
-    buffer: list[LedgerRow] = []
-    settled = 0
+    with OutcomeRecorder(
+        ledger, flush_rows, flush_seconds, lambda done: progress and progress(done, len(planned))
+    ) as recorder:
+        return fan_out.settle(planned, intents, run_id=run_id, on_settled=recorder.add)
 
-    def flush() -> None:
-        nonlocal settled
-        if buffer:
-            ledger.record(buffer)
-            settled += len(buffer)
-            buffer.clear()
-            if progress is not None:
-                progress(settled, len(planned))
 
-    def on_settled(rows: list[LedgerRow]) -> None:
-        buffer.extend(rows)
-        if len(buffer) >= flush_rows:
-            flush()
+class OutcomeRecorder:
+    """Commits settled ledger rows from a thread of its own while the batches go on.
 
-    try:
-        return fan_out.settle(planned, intents, run_id=run_id, on_settled=on_settled)
-    finally:
-        # Whatever is known is recorded, even when the run is failing.
-        flush()
+    Rows gather on the caller's thread. Once ``min_rows`` have gathered and ``min_seconds``
+    have passed since the last commit began, one background commit takes all of them, and rows
+    settled meanwhile wait for the next: sending never waits for Delta (a merge into a
+    partition of a million rows takes most of a second), and commits grow with the pace
+    instead of queueing. On exit everything still gathered is committed before returning, also
+    when the run is failing. A failed commit is raised by the next ``add`` or on exit; its rows
+    stay ``pending`` in the ledger, which the next run looks up before sending anything.
+
+    Args:
+        ledger: the payout ledger.
+        min_rows: rows gathered before a commit starts.
+        min_seconds: the least time between the starts of two commits.
+        on_recorded: called on the caller's thread with the count recorded so far.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        min_rows: int,
+        min_seconds: float,
+        on_recorded: Callable[[int], object] = lambda done: None,
+    ) -> None:
+        self._ledger = ledger
+        self._min_rows = min_rows
+        self._min_seconds = min_seconds
+        self._on_recorded = on_recorded
+        self._gathered: list[LedgerRow] = []
+        self._committing: Future[None] | None = None
+        self._committing_rows = 0
+        self._last_start = -math.inf
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-outcomes")
+        self.recorded = 0
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            try:
+                self._wait()
+            finally:
+                # Rows gathered after a failed commit are still recorded before its error rises.
+                if self._gathered:
+                    rows, self._gathered = self._gathered, []
+                    self._ledger.record(rows)
+                    self._count(len(rows))
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def add(self, rows: list[LedgerRow]) -> None:
+        """Takes settled rows; starts a commit when enough rows and time have gathered."""
+        self._gathered.extend(rows)
+        if self._committing is not None and self._committing.done():
+            self._wait()
+        if (
+            self._committing is None
+            and len(self._gathered) >= self._min_rows
+            and time.monotonic() - self._last_start >= self._min_seconds
+        ):
+            rows, self._gathered = self._gathered, []
+            self._last_start = time.monotonic()
+            self._committing_rows = len(rows)
+            self._committing = self._pool.submit(self._ledger.record, rows)
+
+    def _wait(self) -> None:
+        if self._committing is None:
+            return
+        committing, self._committing = self._committing, None
+        committing.result()
+        self._count(self._committing_rows)
+
+    def _count(self, rows: int) -> None:
+        self.recorded += rows
+        self._on_recorded(self.recorded)
 
 
 async def settle_plan(
@@ -190,22 +259,22 @@ async def settle_plan(
     if found:
         settled(list(found.values()))
 
-    to_send = [
-        Transfer(
-            recipient_agent_id=transfer.agent_id,
-            amount_usdc=transfer.amount_usdc,
-            memo=transfer.memo,
-            idempotency_key=transfer.idempotency_key,
-        )
-        for transfer in planned
-        if transfer.idempotency_key not in found
-    ]
+    to_send = [transfer for transfer in planned if transfer.idempotency_key not in found]
 
     def batches() -> Iterator[list[Transfer]]:
+        # Built one batch at a time, as the workers ask: the first request leaves at once instead
+        # of after every transfer of the plan is built (2.5 s for a million).
         for start in range(0, len(to_send), batch_size):
             if report.stopped_reason is not None:
                 return
-            yield to_send[start : start + batch_size]
+            try:
+                batch = [transfer.to_transfer() for transfer in to_send[start : start + batch_size]]
+            except ValueError as exc:
+                # Planning never makes such a transfer; if one appears, nothing more is sent and
+                # its intent stays pending, like every transfer after it.
+                report.stopped_reason = f"the client refused a planned transfer: {exc}"
+                return
+            yield batch
 
     def on_result(outcome: BatchOutcome) -> None:
         report.transfers_sent += len(outcome.transfers)
