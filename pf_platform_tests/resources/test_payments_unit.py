@@ -18,6 +18,7 @@ import httpx
 import pytest
 import simplejson
 
+from pf_platform import wire
 from pf_platform.payouts.money import InvalidAmountError
 from pf_platform.resources.payments import (
     AuthenticationError,
@@ -144,6 +145,31 @@ class TestWireFormat:
         assert str(wire_amount(Decimal("0.002000"))) == "0.002"
         assert str(wire_amount(Decimal("100.000000"))) == "100"
         assert str(wire_amount(Decimal("0.000001"))) == "0.000001"
+        assert str(wire_amount(Decimal("1E+2"))) == "100"
+        # More digits than the default context's 28: every one is kept, none is rounded.
+        long = "123456789012345678901234567890.123456"
+        assert str(wire_amount(Decimal(long + "000"))) == long
+
+    def test_json_numbers_are_decimals_both_ways(self):
+        body = wire.decode(b'{"a": 0.1, "b": 3, "c": 1e-7, "d": 12345678901234567890.123456}')
+        assert body == {
+            "a": Decimal("0.1"),
+            "b": 3,
+            "c": Decimal("1E-7"),
+            "d": Decimal("12345678901234567890.123456"),
+        }
+        assert type(body["b"]) is int
+        assert wire.encode({"amount_usdc": Decimal("0.1"), "n": 3}) == b'{"amount_usdc":0.1,"n":3}'
+
+    @pytest.mark.parametrize("text", [b"NaN", b'{"a": Infinity}', b"{", b'"\xff"', b"\xff"])
+    def test_what_is_not_json_is_refused(self, text):
+        with pytest.raises(wire.DecodeError):
+            wire.decode(text)
+
+    @pytest.mark.parametrize("amount", ["NaN", "Infinity", "-Infinity"])
+    def test_a_non_finite_amount_is_never_written(self, amount):
+        with pytest.raises(ValueError, match="non-finite"):
+            wire.encode({"amount_usdc": Decimal(amount)})
 
     @pytest.mark.parametrize("amount", [0.5, "0.0000001", "-1", "0", "NaN"])
     def test_transfer_refuses_inexact_or_non_positive_amounts(self, amount):
