@@ -22,11 +22,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
 
+from pf_platform.delta import open_or_create, retry_on_commit_conflict
 from pf_platform.escrow.bounties import Bounty
-from pf_platform.payouts.ledger import USDC_TYPE, retry_on_commit_conflict
+from pf_platform.payouts.ledger import USDC_TYPE
 
 LOCKED = "locked"
 RELEASED = "released"
@@ -275,14 +276,6 @@ def _to_arrow(records: Iterable[object], schema: pa.Schema) -> pa.Table:
 
 @retry_on_commit_conflict
 def _merge(uri, source: pa.Table, predicate: str, storage_options, on_match) -> None:
-    try:
-        table = DeltaTable(uri, storage_options=storage_options)
-    except TableNotFoundError:
-        try:
-            write_deltalake(uri, source, mode="error", storage_options=storage_options)
-            return
-        except DeltaError:
-            # Another writer created the table between our look and our write: merge below.
-            table = DeltaTable(uri, storage_options=storage_options)
+    table = open_or_create(uri, source.schema, storage_options=storage_options)
     merger = table.merge(source, predicate=predicate, source_alias="s", target_alias="t")
     on_match(merger).when_not_matched_insert_all().execute()

@@ -26,9 +26,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from pf_platform.delta import open_or_create, retry_on_commit_conflict
 
 PENDING = "pending"
 SUCCEEDED = "succeeded"
@@ -38,14 +39,6 @@ CONFLICT = "conflict"
 UNSETTLED = (PENDING, UNKNOWN, CONFLICT)
 
 USDC_TYPE = pa.decimal128(38, 6)
-
-# Concurrent writers of one Delta table conflict at commit; each retry reloads the table first.
-retry_on_commit_conflict = retry(
-    retry=retry_if_exception_type(CommitFailedError),
-    wait=wait_random_exponential(multiplier=0.05, max=2),
-    stop=stop_after_attempt(12),
-    reraise=True,
-)
 
 LEDGER_SCHEMA = pa.schema(
     [
@@ -210,22 +203,12 @@ class Ledger:
 
     @retry_on_commit_conflict
     def _merge(self, rows: list[LedgerRow], *, update: bool) -> None:
-        table = self._table()
-        if table is None:
-            try:
-                write_deltalake(
-                    self.uri,
-                    to_arrow(rows),
-                    mode="error",
-                    partition_by=["partition_date"],
-                    storage_options=self.storage_options,
-                )
-                return
-            except DeltaError:
-                # Another writer created the table between our look and our write: merge below.
-                table = self._table()
-                if table is None:
-                    raise
+        table = open_or_create(
+            self.uri,
+            LEDGER_SCHEMA,
+            partition_by=["partition_date"],
+            storage_options=self.storage_options,
+        )
         partitions = sorted({row.partition_date for row in rows})
         in_partitions = ", ".join(f"'{value}'" for value in partitions)
         # An outcome only changes its row's outcome columns, so only those are converted and

@@ -8,7 +8,8 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 from pydantic import Field
 
-from pf_platform.payouts.ledger import Ledger, retry_on_commit_conflict
+from pf_platform.delta import open_or_create, retry_on_commit_conflict
+from pf_platform.payouts.ledger import Ledger
 from pf_platform.settings import lake_root
 
 PARTITION_COLUMN = "partition_date"
@@ -57,8 +58,12 @@ class LakeResource(dg.ConfigurableResource):
             PARTITION_COLUMN, pa.repeat(pa.scalar(partition, pa.string()), data.num_rows)
         )
         uri = self.uri(schema, table)
+        # Created first, so a concurrent first write of the partition conflicts, not doubles.
+        delta = open_or_create(
+            uri, data.schema, partition_by=[PARTITION_COLUMN], storage_options=self._options()
+        )
         write_deltalake(
-            uri,
+            delta,
             data,
             mode="overwrite",
             partition_by=[PARTITION_COLUMN],

@@ -39,7 +39,7 @@ from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import CommitFailedError
 from tenacity import stop_after_attempt
 
-from pf_platform.payouts.ledger import retry_on_commit_conflict
+from pf_platform.delta import retry_on_commit_conflict
 from pf_platform.resources.payments.client import PurpleFleaClient
 from pf_platform.resources.payments.models import MAX_BATCH_SIZE, Balance
 from pf_platform.wallets.staging import (

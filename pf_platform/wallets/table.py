@@ -15,6 +15,8 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
+from pf_platform.delta import open_or_create
+
 SCHEMA_NAME = "agents"
 TABLE_NAME = "wallets"
 CHANGE_FEED_PROPERTY = "delta.enableChangeDataFeed"
@@ -70,22 +72,14 @@ def open_for_write(uri: str, storage_options: dict[str, str] | None = None) -> D
     Returns:
         The table, loaded at its latest version.
     """
-    try:
-        table = DeltaTable(uri, storage_options=storage_options)
-    except TableNotFoundError:
-        try:
-            return DeltaTable.create(
-                uri,
-                WALLET_SCHEMA,
-                mode="error",
-                name=f"{SCHEMA_NAME}.{TABLE_NAME}",
-                description="Wallet balances per agent, MERGEd from the payments API.",
-                configuration={CHANGE_FEED_PROPERTY: "true"},
-                storage_options=storage_options,
-            )
-        except DeltaError:
-            # A concurrent sync created it between our look and our create; use theirs.
-            table = DeltaTable(uri, storage_options=storage_options)
+    table = open_or_create(
+        uri,
+        WALLET_SCHEMA,
+        storage_options=storage_options,
+        name=f"{SCHEMA_NAME}.{TABLE_NAME}",
+        description="Wallet balances per agent, MERGEd from the payments API.",
+        configuration={CHANGE_FEED_PROPERTY: "true"},
+    )
     if table.metadata().configuration.get(CHANGE_FEED_PROPERTY) != "true":
         # A table made by hand without the feed would silently lose the history of changes.
         table.alter.set_table_properties({CHANGE_FEED_PROPERTY: "true"})

