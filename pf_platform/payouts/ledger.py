@@ -20,7 +20,9 @@ conflict in Delta; the loser reloads the table and merges again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import gc
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -133,6 +135,25 @@ class LedgerRow:
         return _row_of(fields)
 
 
+@contextmanager
+def _cycle_collector_paused() -> Iterator[None]:
+    """Pauses Python's cycle collector while many objects without cycles are built.
+
+    A million ledger rows are about 15 million objects, and each collection they set off walks
+    all the live ones again: reading a million rows took 11.3 to 12.1 s with the collector on
+    and 9.3 to 10.0 s with it paused here (column by column, without the dataclass
+    ``__init__``; 13.6 s through ``to_pylist`` and ``LedgerRow(**row)``). Nothing built here can
+    form a cycle.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _row_of(fields: dict[str, object]) -> LedgerRow:
     """A row holding exactly ``fields`` (every field of the dataclass, nothing else).
 
@@ -189,7 +210,10 @@ class Ledger:
         filters = [("partition_date", "=", partition_date)]
         if payout_kind is not None:
             filters.append(("payout_kind", "=", payout_kind))
-        return [LedgerRow(**row) for row in table.to_pyarrow_table(filters=filters).to_pylist()]
+        found = table.to_pyarrow_table(columns=LEDGER_SCHEMA.names, filters=filters)
+        with _cycle_collector_paused():
+            columns = [found.column(name).to_pylist() for name in LEDGER_SCHEMA.names]
+            return [_row_of(dict(zip(LEDGER_SCHEMA.names, values))) for values in zip(*columns)]
 
     def write_intents(self, rows: list[LedgerRow]) -> None:
         """Commits new intent rows; rows whose key is already recorded are left as they are."""
