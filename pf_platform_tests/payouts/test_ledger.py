@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import FrozenInstanceError, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -91,3 +92,19 @@ def test_an_outcome_changes_only_the_outcome_columns(tmp_path):
     assert (row.agent_id, row.amount_usdc, row.memo) == ("a", Decimal("123456789.000001"), "m")
     assert (row.status, row.tx_id, row.attempts, row.run_id) == (SUCCEEDED, "tx_1", 1, "run")
     assert row.created_at == a.created_at
+
+
+def test_reading_leaves_the_cycle_collector_as_it_found_it(tmp_path):
+    ledger = Ledger(str(tmp_path / "transactions"))
+    a = _intent("a")
+    ledger.write_intents([a])
+
+    assert gc.isenabled()
+    assert ledger.read("2026-11-01") == [a]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert ledger.read("2026-11-01") == [a]
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
