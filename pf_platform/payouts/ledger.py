@@ -211,6 +211,8 @@ class Ledger:
         if payout_kind is not None:
             filters.append(("payout_kind", "=", payout_kind))
         found = table.to_pyarrow_table(columns=LEDGER_SCHEMA.names, filters=filters)
+        # TODO: a Python object per row costs 9 to 10 s per million rows, read before and after
+        # paying; removable when planning and settlement work on Arrow columns.
         with _cycle_collector_paused():
             columns = [found.column(name).to_pylist() for name in LEDGER_SCHEMA.names]
             return [_row_of(dict(zip(LEDGER_SCHEMA.names, values))) for values in zip(*columns)]
