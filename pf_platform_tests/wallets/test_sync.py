@@ -9,6 +9,7 @@ runs are neither missed nor listed twice; an agent listed twice keeps its last l
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
@@ -85,6 +86,9 @@ def test_a_change_shows_in_the_feed_and_time_travel_returns_the_earlier_value(wa
     first = wallets.sync()
     before = _rows(wallets.uri)[agent]
     committed_first = read_as_of(wallets.uri, first.table_version).committed_at
+    # Time travel is probed midway between the two commits, so they must lie well apart: a
+    # sync of this small set now takes less than the 100 ms the check below wants.
+    time.sleep(0.3)
 
     new_tx = wallets.pay(agent, "0.000001")
     wallets.set_crypto(bystander, eth="0.000000000000000001")
