@@ -8,7 +8,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 from pydantic import Field
 
-from pf_platform.delta import open_or_create, retry_on_commit_conflict
+from pf_platform.delta import local_filesystem, open_or_create, retry_on_commit_conflict
 from pf_platform.payouts.ledger import Ledger
 from pf_platform.settings import lake_root
 
@@ -38,7 +38,9 @@ class LakeResource(dg.ConfigurableResource):
             delta = DeltaTable(self.uri(schema, table), storage_options=self._options())
         except TableNotFoundError:
             return None
-        return delta.to_pyarrow_table(filters=[(PARTITION_COLUMN, "=", partition)])
+        return delta.to_pyarrow_table(
+            filters=[(PARTITION_COLUMN, "=", partition)], filesystem=local_filesystem(delta)
+        )
 
     def read_table(
         self, schema: str, table: str, *, columns: list[str] | None = None, filters=None
@@ -48,7 +50,9 @@ class LakeResource(dg.ConfigurableResource):
             delta = DeltaTable(self.uri(schema, table), storage_options=self._options())
         except TableNotFoundError:
             return None
-        return delta.to_pyarrow_table(columns=columns, filters=filters)
+        return delta.to_pyarrow_table(
+            columns=columns, filters=filters, filesystem=local_filesystem(delta)
+        )
 
     @retry_on_commit_conflict
     def overwrite_partition(self, schema: str, table: str, partition: str, data: pa.Table) -> int:
@@ -59,11 +63,11 @@ class LakeResource(dg.ConfigurableResource):
         )
         uri = self.uri(schema, table)
         # Created first, so a concurrent first write of the partition conflicts, not doubles.
-        delta = open_or_create(
+        open_or_create(
             uri, data.schema, partition_by=[PARTITION_COLUMN], storage_options=self._options()
         )
         write_deltalake(
-            delta,
+            uri,
             data,
             mode="overwrite",
             partition_by=[PARTITION_COLUMN],

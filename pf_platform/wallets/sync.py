@@ -39,7 +39,7 @@ from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import CommitFailedError
 from tenacity import stop_after_attempt
 
-from pf_platform.delta import retry_on_commit_conflict
+from pf_platform.delta import local_filesystem, retry_on_commit_conflict
 from pf_platform.resources.payments.client import PurpleFleaClient
 from pf_platform.resources.payments.models import MAX_BATCH_SIZE, Balance
 from pf_platform.wallets.staging import (
@@ -267,7 +267,9 @@ def _merge_once(
     attempt: int,
 ) -> _MergeOutcome:
     current = split_current(
-        table.to_pyarrow_dataset().to_batches(columns=["agent_id", *TRACKED_COLUMNS]),
+        table.to_pyarrow_dataset(filesystem=local_filesystem(table)).to_batches(
+            columns=["agent_id", *TRACKED_COLUMNS]
+        ),
         folder / "current",
         listing.parts,
         flush_rows,
