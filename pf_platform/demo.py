@@ -23,6 +23,7 @@ import httpx
 from pf_platform import settings
 from pf_platform.labeling.landing import Dataset, resolve_dataset, spread_over_days
 from pf_platform.partitions import FIRST_PAYOUT_DAY
+from pf_platform.runs import fail_runs_of_dead_processes, process_tags
 from pf_platform.sandbox.server import SandboxProcess, is_running
 from pf_platform.settings import DEFAULT_SANDBOX_PORT
 
@@ -182,11 +183,15 @@ def run_demo(
             "loggers": {"console": {"config": {"log_level": "WARNING"}}},
         }
         with dg.DagsterInstance.get() as instance:
+            for run_id in fail_runs_of_dead_processes(instance):
+                # Its payout step would hold the pool's one slot forever; what it paid is safe.
+                echo(f"run {run_id} was left unfinished by a process that is gone: marked failed")
             for day in landed:
                 result = job.execute_in_process(
                     partition_key=day.isoformat(),
                     instance=instance,
                     run_config=run_config,
+                    tags=process_tags(),
                     raise_on_error=False,
                 )
                 day_summary = _summarize(day.isoformat(), result)

@@ -23,6 +23,7 @@ from pf_platform.escrow.rules import reaches
 from pf_platform.escrow.tables import RELEASED, EscrowRecord, ReleaseRecord
 from pf_platform.escrow.tracking import tracking_client, tracking_uri
 from pf_platform.escrow.training import DEMO_RECIPES, TrainingResult, train_agents
+from pf_platform.runs import process_tags
 
 DEMO_EXPERIMENT = "digits-finetune"
 DEMO_METRIC = "eval/f1"
@@ -137,7 +138,7 @@ def run_sensor_tick(
                 instance=instance,
                 partition_key=request.partition_key,
                 run_config={**(request.run_config or {}), **_QUIET},
-                tags=request.tags,
+                tags={**request.tags, **process_tags()},
                 raise_on_error=False,
             )
         )
@@ -192,6 +193,7 @@ def run_escrow_demo(
                 instance=instance,
                 partition_key=bounty.bounty_id,
                 run_config=_QUIET,
+                tags=process_tags(),
                 raise_on_error=False,
             )
         ]
