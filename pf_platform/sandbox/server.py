@@ -343,10 +343,10 @@ def _knob_args(knobs: Mapping[str, Any]) -> list[str]:
 
 
 def _private_file(path: Path) -> Any:
-    """Opens ``path`` for writing, truncated, readable by the owner only.
+    """Opens ``path`` for appending, readable by the owner only.
 
     The first start of a ledger prints the treasury key to stdout, so the log is kept as
-    private as the key file itself.
+    private as the key file itself, and appended to: a restart must not wipe that line.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     return os.fdopen(fd, "wb")

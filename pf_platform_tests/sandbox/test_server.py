@@ -57,6 +57,18 @@ def test_key_is_printed_once_and_never_again(db_path: Path) -> None:
     assert "status=200" in output  # the request log is there, just without keys
 
 
+def test_a_restart_on_the_same_port_keeps_the_line_that_showed_the_key(db_path: Path) -> None:
+    with SandboxProcess(db_path) as first:
+        key, port = first.treasury_key, first.port
+    with SandboxProcess(db_path, port=port) as again:
+        assert again.treasury_key == key
+        log = again.stdout_path
+
+    # Appended to, not truncated: the key's one line from the creation is still there, once.
+    assert log.read_text().count(key) == 1
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
 def test_lost_key_file_gets_a_new_key(db_path: Path) -> None:
     with SandboxProcess(db_path) as first:
         old_key = first.treasury_key
