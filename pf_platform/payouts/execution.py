@@ -130,6 +130,16 @@ def pay_planned(
     if not planned:
         return SettlementReport()
     existing = {row.idempotency_key: row for row in ledger.read(partition_date, payout_kind)}
+    # A plan made before another run settled part of the day (two runs at once, a retry of a
+    # stale step): what the ledger holds as succeeded is final, so it is neither sent nor
+    # looked up again.
+    planned = [
+        t
+        for t in planned
+        if (row := existing.get(t.idempotency_key)) is None or row.status != SUCCEEDED
+    ]
+    if not planned:
+        return SettlementReport()
     now = utc_now()
     new_intents = [t.intent(now) for t in planned if t.idempotency_key not in existing]
     # Write-ahead: every new intent is committed before any request can carry it.

@@ -225,3 +225,34 @@ def test_a_rate_limit_shared_by_n_clients_adds_up_to_the_whole():
     shared = ClientSettings("http://127.0.0.1:1", "pf_test_x", concurrency=32, rate_limit=whole)
     assert (shared.share(4).concurrency, shared.share(4).rate_limit) == (8, RateLimit(250, 125))
     assert "pf_test_x" not in repr(shared)
+
+
+def test_a_plan_made_before_another_run_paid_sends_only_what_is_still_unpaid(
+    sandbox, tmp_path: Path
+):
+    agents = [f"stale-{n}" for n in range(5)]
+    sandbox.register(agents)
+    ledger = Ledger(str(tmp_path / "t"))
+    owed = owed_to(agents)
+    # Planned from an empty ledger, as a second run of the day may have done...
+    stale = plan_payouts(owed, [], payout_kind=KIND, partition_date=DAY, batch_size=2)
+    settings = settings_for(sandbox, concurrency=2)
+    # ...while the first run paid three of the agents under the same keys.
+    pay(ledger, InProcessFanOut(settings.build, 2, 2), {a: owed[a] for a in agents[:3]}, 2)
+    before = sandbox.stats()
+
+    report = pay_planned(
+        ledger,
+        InProcessFanOut(settings.build, 2, 2),
+        stale.transfers,
+        partition_date=DAY,
+        payout_kind=KIND,
+        run_id="run-2",
+    )
+
+    after = sandbox.stats()
+    assert report.transfers_sent == 2
+    assert {row.agent_id for row in report.rows} == set(agents[3:])
+    assert after["replays"] == before["replays"]
+    assert after["transfers_committed"] == 5
+    assert sandbox.balances() == owed
