@@ -1,4 +1,4 @@
-"""Writing Delta tables that several runs may write at once.
+"""Writing Delta tables that several runs may write at once, and reading them back.
 
 delta-rs checks a commit against the commits that landed since its snapshot, and refuses it (a
 ``CommitFailedError``, retried here) when a concurrent writer added rows it should have seen.
@@ -6,7 +6,7 @@ That check needs a snapshot: two writers that each find no table and create it w
 both succeed, and the table then holds the rows of both. With delta-rs 1.6, two processes
 overwriting one partition of a missing table at once left it doubled in 20 trials of 20; with
 the table created empty first, in none. So every writer here opens the table with
-``open_or_create`` and only then writes its rows.
+``open_or_create`` and only then writes its rows, and every reader reads with ``read_arrow``.
 """
 
 from __future__ import annotations
@@ -69,6 +69,15 @@ def open_or_create(
             return DeltaTable(uri, storage_options=storage_options)
         except TableNotFoundError:
             raise create_error from None
+
+
+def read_arrow(
+    table: DeltaTable, *, columns: list[str] | None = None, filters: Any = None
+) -> pa.Table:
+    """The table's rows (some ``columns``, rows matching ``filters``) as one Arrow table."""
+    return table.to_pyarrow_table(
+        columns=columns, filters=filters, filesystem=local_filesystem(table)
+    )
 
 
 def local_filesystem(table: DeltaTable) -> pa_fs.FileSystem | None:

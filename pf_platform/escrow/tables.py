@@ -25,7 +25,7 @@ import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from pf_platform.delta import local_filesystem, open_or_create, retry_on_commit_conflict
+from pf_platform.delta import open_or_create, read_arrow, retry_on_commit_conflict
 from pf_platform.escrow.bounties import Bounty
 from pf_platform.payouts.ledger import USDC_TYPE
 
@@ -219,9 +219,7 @@ class EscrowTables:
             table = DeltaTable(uri, storage_options=self.storage_options)
         except TableNotFoundError:
             return []
-        return table.to_pyarrow_table(
-            filters=filters or None, filesystem=local_filesystem(table)
-        ).to_pylist()
+        return read_arrow(table, filters=filters or None).to_pylist()
 
     def escrows(self) -> dict[str, EscrowRecord]:
         """Every escrow row, by bounty id."""

@@ -31,7 +31,7 @@ import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from pf_platform.delta import local_filesystem, open_or_create, retry_on_commit_conflict
+from pf_platform.delta import open_or_create, read_arrow, retry_on_commit_conflict
 
 PENDING = "pending"
 SUCCEEDED = "succeeded"
@@ -210,9 +210,7 @@ class Ledger:
         filters = [("partition_date", "=", partition_date)]
         if payout_kind is not None:
             filters.append(("payout_kind", "=", payout_kind))
-        found = table.to_pyarrow_table(
-            columns=LEDGER_SCHEMA.names, filters=filters, filesystem=local_filesystem(table)
-        )
+        found = read_arrow(table, columns=LEDGER_SCHEMA.names, filters=filters)
         # TODO: a Python object per row costs 9 to 10 s per million rows, read before and after
         # paying; removable when planning and settlement work on Arrow columns.
         with _cycle_collector_paused():

@@ -8,7 +8,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 from pydantic import Field
 
-from pf_platform.delta import local_filesystem, open_or_create, retry_on_commit_conflict
+from pf_platform.delta import open_or_create, read_arrow, retry_on_commit_conflict
 from pf_platform.payouts.ledger import Ledger
 from pf_platform.settings import lake_root
 
@@ -38,9 +38,7 @@ class LakeResource(dg.ConfigurableResource):
             delta = DeltaTable(self.uri(schema, table), storage_options=self._options())
         except TableNotFoundError:
             return None
-        return delta.to_pyarrow_table(
-            filters=[(PARTITION_COLUMN, "=", partition)], filesystem=local_filesystem(delta)
-        )
+        return read_arrow(delta, filters=[(PARTITION_COLUMN, "=", partition)])
 
     def read_table(
         self, schema: str, table: str, *, columns: list[str] | None = None, filters=None
@@ -50,9 +48,7 @@ class LakeResource(dg.ConfigurableResource):
             delta = DeltaTable(self.uri(schema, table), storage_options=self._options())
         except TableNotFoundError:
             return None
-        return delta.to_pyarrow_table(
-            columns=columns, filters=filters, filesystem=local_filesystem(delta)
-        )
+        return read_arrow(delta, columns=columns, filters=filters)
 
     @retry_on_commit_conflict
     def overwrite_partition(self, schema: str, table: str, partition: str, data: pa.Table) -> int:
@@ -61,20 +57,22 @@ class LakeResource(dg.ConfigurableResource):
         data = data.append_column(
             PARTITION_COLUMN, pa.repeat(pa.scalar(partition, pa.string()), data.num_rows)
         )
-        uri = self.uri(schema, table)
         # Created first, so a concurrent first write of the partition conflicts, not doubles.
-        open_or_create(
-            uri, data.schema, partition_by=[PARTITION_COLUMN], storage_options=self._options()
+        delta = open_or_create(
+            self.uri(schema, table),
+            data.schema,
+            partition_by=[PARTITION_COLUMN],
+            storage_options=self._options(),
         )
         write_deltalake(
-            uri,
+            delta,
             data,
             mode="overwrite",
             partition_by=[PARTITION_COLUMN],
             predicate=f"{PARTITION_COLUMN} = '{partition}'",
-            storage_options=self._options(),
         )
-        return DeltaTable(uri, storage_options=self._options()).version()
+        # The write moved this handle to the version it committed.
+        return delta.version()
 
     def ledger(self) -> Ledger:
         """The payout ledger, agents.transactions."""

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
-from pf_platform.delta import local_filesystem, open_or_create
+from pf_platform.delta import open_or_create, read_arrow
 
 SCHEMA_NAME = "agents"
 TABLE_NAME = "wallets"
@@ -162,7 +162,7 @@ def read_as_of(
             f"{uri} did not exist yet at {_describe(as_of)}; its first version was committed "
             f"at {committed_at.isoformat()}"
         )
-    rows = table.to_pyarrow_table(filesystem=local_filesystem(table))
+    rows = read_arrow(table)
     if agents:
         rows = rows.filter(pc.is_in(rows["agent_id"], pa.array(list(agents), pa.string())))
     rows = rows.sort_by([("agent_id", "ascending")])
