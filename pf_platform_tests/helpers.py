@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Callable
 from decimal import Decimal
 
 import dagster as dg
@@ -59,3 +61,20 @@ def ledger_paid_by_agent(days) -> dict[str, Decimal]:
             if row.status == "succeeded":
                 paid[row.agent_id] = paid.get(row.agent_id, Decimal(0)) + row.amount_usdc
     return paid
+
+
+def run_twice_at_once(target: Callable[..., None], *args: object, timeout: float = 240) -> list:
+    """Runs ``target(*args, barrier, results)`` in two spawned processes released together.
+
+    Each child waits on ``barrier`` before its racing step and puts its outcome in ``results``;
+    both must exit 0. Returns the two outcomes in the order they arrived.
+    """
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    children = [context.Process(target=target, args=(*args, barrier, results)) for _ in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=timeout)
+    assert [child.exitcode for child in children] == [0, 0]
+    return [results.get(timeout=5) for _ in children]

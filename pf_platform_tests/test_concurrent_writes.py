@@ -6,7 +6,6 @@ holds both writers' rows: two runs of a new day planned every transfer twice.
 
 from __future__ import annotations
 
-import multiprocessing
 from decimal import Decimal
 
 import pyarrow as pa
@@ -14,6 +13,7 @@ import pytest
 
 from pf_platform.payouts.ledger import LedgerRow
 from pf_platform.resources.lake import LakeResource
+from pf_platform_tests.helpers import run_twice_at_once
 
 DAY = "2026-11-05"
 TRIALS = 6
@@ -45,15 +45,7 @@ def _write_intents(root: str, barrier, results) -> None:
 
 
 def _race(target, root: str) -> None:
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(2), context.Queue()
-    writers = [context.Process(target=target, args=(root, barrier, results)) for _ in range(2)]
-    for writer in writers:
-        writer.start()
-    for writer in writers:
-        writer.join(timeout=120)
-    assert [writer.exitcode for writer in writers] == [0, 0]
-    assert [results.get(timeout=5) for _ in writers] == ["ok", "ok"]
+    assert run_twice_at_once(target, root, timeout=120) == ["ok", "ok"]
 
 
 @pytest.mark.parametrize("trial", range(TRIALS))

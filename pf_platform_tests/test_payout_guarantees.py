@@ -7,7 +7,6 @@ so with the default rate they are owed 0.008, 0.008 and 0.006 USDC.
 
 from __future__ import annotations
 
-import multiprocessing
 from decimal import Decimal
 
 import dagster as dg
@@ -15,7 +14,12 @@ import pytest
 
 from pf_platform import settings
 from pf_platform.resources.lake import LakeResource
-from pf_platform_tests.helpers import ledger_paid_by_agent, materialization, run_day
+from pf_platform_tests.helpers import (
+    ledger_paid_by_agent,
+    materialization,
+    run_day,
+    run_twice_at_once,
+)
 
 DAY = "2026-11-05"
 LABELS = ["happy", "sad"]
@@ -182,10 +186,11 @@ def test_reconciliation_check_matches_ledger_and_api(project_home, sandbox, inst
     assert reconciliation.metadata["ledger_usdc"].value == "0.022000"
 
 
-def _run_in_child(day: str, env: dict, queue) -> None:
+def _run_in_child(day: str, env: dict, barrier, queue) -> None:
     import os
 
     os.environ.update(env)
+    barrier.wait()
     result = run_day(day, LABELS)
     queue.put(result.success)
 
@@ -198,16 +203,9 @@ def test_two_runs_of_one_day_at_once_pay_once(project_home, sandbox):
         for name, value in __import__("os").environ.items()
         if name.startswith(("PF_", "DAGSTER_"))
     }
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    children = [context.Process(target=_run_in_child, args=(DAY, env, queue)) for _ in range(2)]
-    for child in children:
-        child.start()
-    for child in children:
-        child.join(timeout=240)
+    outcomes = run_twice_at_once(_run_in_child, DAY, env)
 
-    assert [child.exitcode for child in children] == [0, 0]
-    assert sorted(queue.get(timeout=5) for _ in children) == [True, True]
+    assert sorted(outcomes) == [True, True]
     assert sandbox.balances() == OWED
     assert sandbox.stats()["transfers_committed"] == 3
     for row in LakeResource().ledger().read(DAY):
